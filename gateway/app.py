@@ -1,0 +1,108 @@
+"""The Litestar app: ``create_app`` takes its dependencies, so tests inject instead of patching."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+
+from gateway.api.errors import (
+    gateway_error_handler,
+    http_exception_handler,
+    unexpected_error_handler,
+)
+from gateway.api.handlers import ROUTES
+from gateway.config import LoadedConfig, load_config
+from gateway.errors import GatewayError
+from gateway.ledger import Ledger, SqliteLedger
+from gateway.runtime import build_runtime
+from gateway.service import Switchboard
+from gateway.settings import Settings
+from gateway.tiers.base import Tier
+from gateway.tokens import configure_offline_tiktoken
+
+log = logging.getLogger("gateway")
+
+
+def _announce(message: str) -> None:
+    # Printed, not logged: a generated key must reach the operator once and never a log file.
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
+def build_switchboard(
+    settings: Settings,
+    *,
+    loaded: LoadedConfig | None = None,
+    ledger: Ledger | None = None,
+    tiers: Mapping[str, Tier] | None = None,
+    env: Mapping[str, str] | None = None,
+    announce: Callable[[str], None] = _announce,
+) -> Switchboard:
+    """Load the config, resolve keys and open the ledger: everything but the HTTP layer."""
+    configure_offline_tiktoken()
+    loaded = loaded or load_config(settings.config_path)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    runtime = build_runtime(
+        loaded,
+        data_dir=settings.data_dir,
+        ledger=ledger or SqliteLedger(settings.ledger_path),
+        env=os.environ if env is None else env,
+        announce=announce,
+        warn=log.warning,
+        tiers=tiers,
+    )
+    # Load the tokenizer now, not on the first request (it takes ~0.1 s).
+    runtime.tokens.count_text("warm up")
+    return Switchboard(runtime)
+
+
+def create_app(settings: Settings, *, switchboard: Switchboard | None = None) -> Litestar:
+    board = switchboard or build_switchboard(settings)
+    server = board.runtime.config.server
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        board.ready = True
+        try:
+            yield
+        finally:
+            board.ready = False
+            await board.aclose()
+
+    cors = None
+    if server.cors_origins:
+        cors = CORSConfig(
+            allow_origins=list(server.cors_origins),
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["*"],
+            expose_headers=[
+                "x-switchboard-route",
+                "x-switchboard-model",
+                "x-switchboard-reason",
+                "x-switchboard-cost-usd",
+                "x-switchboard-request-id",
+            ],
+        )
+    app = Litestar(
+        route_handlers=ROUTES,
+        lifespan=[lifespan],
+        cors_config=cors,
+        request_max_body_size=server.body_limit_bytes,
+        exception_handlers={
+            GatewayError: gateway_error_handler,
+            HTTPException: http_exception_handler,
+            Exception: unexpected_error_handler,
+        },
+        openapi_config=OpenAPIConfig(title="Switchboard", version="0.1.0", path="/schema"),
+        logging_config=None,
+    )
+    app.state.switchboard = board
+    return app

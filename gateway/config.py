@@ -1,0 +1,359 @@
+"""The routing config (`config/*.yaml`): typed, frozen, validated once at start-up.
+
+Every struct rejects unknown fields, so a typo is an error at load time rather than a setting that
+silently does nothing. Errors name the file, the path inside it and the fix, e.g.
+``config/gateway.yaml: $.router.rules[2].route: unknown tier 'lagre'; known tiers: small, large``.
+
+Strings may use ``${VAR}`` (required) or ``${VAR:-default}``; secrets never live in the YAML itself:
+keys and provider credentials are given as SHA-256 hashes or as the names of environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+import yaml
+from msgspec import Meta
+
+from gateway.pricing import FREE, ModelPrice, PriceTable, UnknownModelPrice
+
+TIER_NAMES: tuple[str, ...] = ("small", "large")
+ROUTE_NAMES: tuple[str, ...] = ("cache", *TIER_NAMES)
+AUTO = "auto"
+
+NonEmpty = Annotated[str, Meta(min_length=1)]
+PositiveInt = Annotated[int, Meta(ge=1)]
+PositiveFloat = Annotated[float, Meta(gt=0)]
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message names the file, the path and the fix."""
+
+
+class _Strict(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class KeySpec(_Strict, frozen=True):
+    """One API key: its SHA-256 hex digest, or the name of an environment variable holding it."""
+
+    sha256: str | None = None
+    env: str | None = None
+    # With `env`: when the variable is unset, generate a key at first start, store its hash in the
+    # data directory and print it once (the embedded default's `default` tenant does this).
+    generate_if_unset: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.sha256 is None) == (self.env is None):
+            raise ValueError("give exactly one of `sha256` (hex digest) or `env` (variable name)")
+        if self.sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
+            raise ValueError(
+                "`sha256` must be 64 lower-case hex digits; `gateway keys create` prints one"
+            )
+        if self.generate_if_unset and self.env is None:
+            raise ValueError("`generate_if_unset` needs `env`")
+
+
+class PriceSpec(_Strict, frozen=True):
+    """USD per million tokens; overrides litellm's price table for one model."""
+
+    input_usd_per_mtok: Decimal
+    output_usd_per_mtok: Decimal
+    cached_input_usd_per_mtok: Decimal | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("input_usd_per_mtok", "output_usd_per_mtok", "cached_input_usd_per_mtok"):
+            value = getattr(self, name)
+            if value is not None and not (value >= 0):
+                raise ValueError(f"`{name}` must be a number >= 0, got {value}")
+
+    def to_price(self) -> ModelPrice:
+        return ModelPrice.per_million(
+            self.input_usd_per_mtok, self.output_usd_per_mtok, self.cached_input_usd_per_mtok
+        )
+
+
+class UpstreamConfig(_Strict, frozen=True):
+    """An OpenAI-compatible server (OpenAI, vLLM, Ollama, DeepSeek, Qwen compatible mode, ...)."""
+
+    base_url: NonEmpty
+    kind: Literal["openai"] = "openai"
+    # Name of the environment variable holding the provider key; never the key itself.
+    api_key_env: str | None = None
+    # A server on our own hardware: its models cost nothing unless a tier sets a price.
+    local: bool = False
+    connect_timeout_s: PositiveFloat = 5.0
+    # Time allowed until the first byte (and between stream chunks).
+    read_timeout_s: PositiveFloat = 60.0
+    max_connections: PositiveInt = 200
+    headers: dict[str, str] = {}
+
+    def __post_init__(self) -> None:
+        if not re.match(r"https?://", self.base_url):
+            raise ValueError(
+                f"`base_url` must start with http:// or https://, got {self.base_url!r}"
+            )
+
+
+class TierConfig(_Strict, frozen=True):
+    upstream: NonEmpty
+    model: NonEmpty
+    price: PriceSpec | None = None
+    # Output cap sent upstream when a request sets none (bounds cost and budget reservations).
+    max_output_tokens: PositiveInt | None = None
+
+
+class TiersConfig(_Strict, frozen=True):
+    small: TierConfig | None = None
+    large: TierConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.small is None and self.large is None:
+            raise ValueError("configure at least one tier: `small` or `large`")
+
+    def configured(self) -> dict[str, TierConfig]:
+        return {name: t for name in TIER_NAMES if (t := getattr(self, name)) is not None}
+
+
+class ModelAlias(_Strict, frozen=True):
+    """A model name bots may send. `route: auto` lets the router choose; a tier name pins it."""
+
+    route: NonEmpty = AUTO
+    description: str = ""
+
+
+class Condition(_Strict, frozen=True):
+    """All given tests must hold for a rule to match."""
+
+    prompt_tokens_over: Annotated[int, Meta(ge=0)] | None = None
+    prompt_tokens_under: Annotated[int, Meta(ge=1)] | None = None
+    # Case-insensitive substrings of the last user message (works for Chinese: no word split).
+    keywords_any: list[NonEmpty] = []
+    has_tools: bool | None = None
+    min_turns: PositiveInt | None = None
+
+
+class Rule(_Strict, frozen=True):
+    when: Condition
+    route: NonEmpty
+    name: str = ""
+
+
+class RouterConfig(_Strict, frozen=True):
+    # Tier used when no rule matches.
+    default: NonEmpty
+    rules: list[Rule] = []
+
+
+class TenantConfig(_Strict, frozen=True):
+    keys: list[KeySpec]
+    # Model names (aliases) this tenant may call; empty means every configured alias.
+    models: list[NonEmpty] = []
+    # May this tenant's bots pin a tier by sending a pinned alias? Otherwise the router decides.
+    allow_pin: bool = True
+    # Store the last user message in the ledger (off: customer text stays out of finance data).
+    store_request_text: bool = False
+    # Tier whose model prices the "everything on the large model" baseline for savings.
+    baseline_tier: Literal["small", "large"] = "large"
+
+
+class ServerConfig(_Strict, frozen=True):
+    # Support chats carry photos of damaged goods: 8 MiB by default.
+    body_limit_bytes: PositiveInt = 8 * 1024 * 1024
+    # Browser origins allowed to call the API (CORS); none by default.
+    cors_origins: list[NonEmpty] = []
+
+
+class AdminConfig(_Strict, frozen=True):
+    keys: list[KeySpec] = []
+
+
+class GatewayConfig(_Strict, frozen=True):
+    tiers: TiersConfig
+    router: RouterConfig
+    tenants: dict[str, TenantConfig]
+    upstreams: dict[str, UpstreamConfig] = {}
+    models: dict[str, ModelAlias] = msgspec.field(default_factory=lambda: {AUTO: ModelAlias()})
+    state: Literal["embedded"] = "embedded"
+    server: ServerConfig = ServerConfig()
+    admin: AdminConfig = AdminConfig()
+    # Per-model price overrides (USD per million tokens) on top of litellm's table.
+    prices: dict[str, PriceSpec] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """A validated config plus what was derived from it at load time."""
+
+    config: GatewayConfig
+    source: str
+    prices: PriceTable
+
+    def tier_price(self, tier: str) -> ModelPrice:
+        return self.prices.price(self.model_of(tier))
+
+    def model_of(self, tier: str) -> str:
+        return self.config.tiers.configured()[tier].model
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(node: Any, path: str, env: Mapping[str, str], source: str) -> Any:
+    if isinstance(node, str):
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            value = env.get(name)
+            if value is None or value == "":
+                if default is None:
+                    raise ConfigError(
+                        f"{source}: {path}: environment variable {name} is not set "
+                        f"(set it, or write ${{{name}:-default}} to give a default)"
+                    )
+                return default
+            return value
+
+        return _VAR.sub(sub, node)
+    if isinstance(node, dict):
+        return {k: _interpolate(v, f"{path}.{k}", env, source) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, f"{path}[{i}]", env, source) for i, v in enumerate(node)]
+    return node
+
+
+def _validation_error(exc: msgspec.ValidationError, data: Any, source: str) -> ConfigError:
+    """Turn msgspec's message into one naming the full path, even inside dict-valued sections."""
+    message = str(exc)
+    # msgspec reports dict values as `$.tenants[...]`: re-check each entry to name the key.
+    if "[...]" in message and isinstance(data, dict):
+        sections: dict[str, type[Any]] = {
+            "tenants": TenantConfig,
+            "upstreams": UpstreamConfig,
+            "models": ModelAlias,
+            "prices": PriceSpec,
+        }
+        for section, struct in sections.items():
+            entries = data.get(section)
+            if not isinstance(entries, dict):
+                continue
+            for key, value in entries.items():
+                try:
+                    msgspec.convert(value, struct, strict=False)
+                except msgspec.ValidationError as inner:
+                    return _validation_error_at(inner, f"$.{section}.{key}", source)
+    return _validation_error_at(exc, "$", source)
+
+
+def _validation_error_at(exc: msgspec.ValidationError, prefix: str, source: str) -> ConfigError:
+    message = str(exc)
+    m = re.search(r" - at `\$([^`]*)`$", message)
+    where = prefix + (m.group(1) if m else "")
+    what = message[: m.start()] if m else message
+    return ConfigError(f"{source}: {where}: {what}")
+
+
+def parse_config(
+    text: str, *, source: str = "<config>", env: Mapping[str, str] | None = None
+) -> LoadedConfig:
+    """Parse and validate a config document; raises ConfigError naming the path and the fix."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{source}: expected a mapping at the top level, got {type(raw).__name__}"
+        )
+    data = _interpolate(raw, "$", os.environ if env is None else env, source)
+    try:
+        # strict=False: values from ${VAR} are strings; "5" must still be read as a number.
+        config = msgspec.convert(data, GatewayConfig, strict=False)
+    except msgspec.ValidationError as exc:
+        raise _validation_error(exc, data, source) from exc
+    return LoadedConfig(config=config, source=source, prices=_check(config, source))
+
+
+def load_config(path: Path | str, *, env: Mapping[str, str] | None = None) -> LoadedConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from exc
+    return parse_config(text, source=str(path), env=env)
+
+
+def _check(config: GatewayConfig, source: str) -> PriceTable:
+    """Cross-field checks msgspec cannot express; returns the price table the config implies."""
+
+    def fail(path: str, message: str) -> ConfigError:
+        return ConfigError(f"{source}: {path}: {message}")
+
+    tiers = config.tiers.configured()
+    known_tiers = ", ".join(tiers)
+    known_routes = ", ".join([AUTO, *tiers])
+
+    def check_tier(path: str, name: str, *, allow_auto: bool) -> None:
+        if name in tiers or (allow_auto and name == AUTO):
+            return
+        what = "route" if allow_auto else "tier"
+        known = known_routes if allow_auto else known_tiers
+        hint = " (that tier is not configured under `tiers`)" if name in TIER_NAMES else ""
+        raise fail(path, f"unknown {what} {name!r}{hint}; known: {known}")
+
+    overrides = {model: spec.to_price() for model, spec in config.prices.items()}
+    for name, tier in tiers.items():
+        path = f"$.tiers.{name}"
+        upstream = config.upstreams.get(tier.upstream)
+        if upstream is None:
+            known = ", ".join(config.upstreams) or "none configured"
+            raise fail(f"{path}.upstream", f"unknown upstream {tier.upstream!r}; known: {known}")
+        if tier.price is not None:
+            overrides[tier.model] = tier.price.to_price()
+        elif upstream.local and tier.model not in overrides:
+            overrides[tier.model] = FREE
+    prices = PriceTable.from_litellm(overrides)
+    for name, tier in tiers.items():
+        try:
+            prices.price(tier.model)
+        except UnknownModelPrice as exc:
+            suggestions = exc.suggestions
+            hint = f"; did you mean {', '.join(map(repr, suggestions))}?" if suggestions else ""
+            raise fail(
+                f"$.tiers.{name}.model",
+                f"no price for model {tier.model!r} in litellm's price table{hint} "
+                "Add `price: {input_usd_per_mtok: ..., output_usd_per_mtok: ...}` to the tier, "
+                "or mark its upstream `local: true` if it runs on your own hardware",
+            ) from None
+
+    check_tier("$.router.default", config.router.default, allow_auto=False)
+    for i, rule in enumerate(config.router.rules):
+        check_tier(f"$.router.rules[{i}].route", rule.route, allow_auto=False)
+    for alias, spec in config.models.items():
+        check_tier(f"$.models.{alias}.route", spec.route, allow_auto=True)
+
+    if not config.tenants:
+        raise fail("$.tenants", "configure at least one tenant")
+    for tenant, tc in config.tenants.items():
+        if not tc.keys:
+            raise fail(f"$.tenants.{tenant}.keys", "a tenant needs at least one key")
+        for i, model in enumerate(tc.models):
+            if model not in config.models:
+                known = ", ".join(config.models)
+                raise fail(
+                    f"$.tenants.{tenant}.models[{i}]",
+                    f"unknown model {model!r}; known models (under `models`): {known}",
+                )
+        if tc.baseline_tier not in tiers:
+            raise fail(
+                f"$.tenants.{tenant}.baseline_tier",
+                f"tier {tc.baseline_tier!r} is not configured; known tiers: {known_tiers}",
+            )
+    return prices

@@ -1,0 +1,599 @@
+"""The append-only spend ledger: one record per request, aggregates for finance, named migrations.
+
+``record()`` sits on the request hot path, so it only enqueues; one daemon writer thread commits
+batches in single transactions. ``flush()`` is the durability barrier: when it returns, everything
+recorded before the call is committed and visible to any other connection, including another
+process (a CLI ``report`` running next to the server).
+
+The embedded backend is SQLite in WAL mode, so readers never block the writer and several
+processes may open the same file. Failed writes are retried with backoff and logged; a batch is
+never dropped unless ``close()`` gives up on it, and then it says so (log and ``LedgerError``).
+
+    LedgerError     the ledger cannot take or commit records (closed, disk full, locked too long)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+__all__ = [
+    "GROUP_BY_COLUMNS",
+    "MIGRATIONS",
+    "Ledger",
+    "LedgerError",
+    "LedgerQuery",
+    "LedgerRecord",
+    "SqliteLedger",
+    "SummaryRow",
+]
+
+logger = logging.getLogger("gateway.ledger")
+
+FeatureValue = float | int | str | bool
+
+
+class LedgerError(Exception):
+    """The ledger cannot accept or commit records."""
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRecord:
+    """What one request did and cost. ``ts`` is timezone-aware UTC, when the request arrived."""
+
+    request_id: str
+    ts: datetime
+    tenant: str
+    requested_model: str  # the model name the client sent ("auto", "gpt-4o-mini", ...)
+    route: str  # "cache" | "small" | "large" | "none" (failed before routing)
+    model: str | None  # the upstream model that answered; None if none did
+    prompt_tokens: int
+    completion_tokens: int
+    cost_micros: int
+    large_cost_micros: int  # the same tokens priced at the tenant's large model
+    latency_ms: float
+    status: int  # HTTP status the client got; 499 = client disconnected
+    stream: bool
+    cache_hit: bool = False
+    usage_estimated: bool = False  # tokens counted by us, not reported by the upstream
+    error_code: str | None = None
+    end_user: str | None = None  # the request's ``user`` field
+    reasons: tuple[str, ...] = ()
+    # Routing features, kept so that a new routing config can be replayed over past traffic.
+    features: Mapping[str, FeatureValue] = field(default_factory=dict)
+    request_text: str | None = None  # only when the tenant's config allows storing it
+
+    @property
+    def savings_micros(self) -> int:
+        return self.large_cost_micros - self.cost_micros
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerQuery:
+    """Which records to read: one tenant (or all) in ``[since, until)``; bounds must be aware."""
+
+    tenant: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("since", "until"):
+            bound = getattr(self, name)
+            if bound is not None and bound.utcoffset() is None:
+                raise ValueError(
+                    f"LedgerQuery.{name} must be timezone-aware (e.g. tzinfo=datetime.UTC), "
+                    f"got naive {bound.isoformat()}"
+                )
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryRow:
+    """Totals for one group; ``key`` maps each group_by column to its value ("" for none)."""
+
+    key: Mapping[str, str]
+    requests: int
+    errors: int  # status >= 400
+    cache_hits: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_micros: int
+    large_cost_micros: int
+
+    @property
+    def savings_micros(self) -> int:
+        return self.large_cost_micros - self.cost_micros
+
+
+class Ledger(Protocol):
+    def record(self, rec: LedgerRecord) -> None:
+        """Enqueue one record and return at once; never blocks the event loop."""
+        ...
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Block until everything recorded before the call is durable; LedgerError on timeout."""
+        ...
+
+    def close(self) -> None:
+        """Flush, stop the writer and close connections. Idempotent."""
+        ...
+
+    def records(self, query: LedgerQuery) -> Iterator[LedgerRecord]:
+        """Matching records, ordered by ``ts`` then insertion."""
+        ...
+
+    def count(self, query: LedgerQuery) -> int: ...
+
+    def summarize(self, query: LedgerQuery, group_by: Sequence[str]) -> list[SummaryRow]:
+        """Sums per group; ``group_by`` is a subset of ``GROUP_BY_COLUMNS``, else ``ValueError``."""
+        ...
+
+
+# Named, ordered, append-only: never edit a migration that has shipped, add a new one. Each is a
+# single SQL statement so it runs inside the transaction that records it.
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "0001_create_requests",
+        """
+        CREATE TABLE requests (
+            id                INTEGER PRIMARY KEY,
+            request_id        TEXT    NOT NULL,
+            ts_us             INTEGER NOT NULL,
+            tenant            TEXT    NOT NULL,
+            requested_model   TEXT    NOT NULL,
+            route             TEXT    NOT NULL,
+            model             TEXT,
+            prompt_tokens     INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL,
+            cost_micros       INTEGER NOT NULL,
+            large_cost_micros INTEGER NOT NULL,
+            latency_ms        REAL    NOT NULL,
+            status            INTEGER NOT NULL,
+            stream            INTEGER NOT NULL,
+            cache_hit         INTEGER NOT NULL,
+            usage_estimated   INTEGER NOT NULL,
+            error_code        TEXT,
+            end_user          TEXT,
+            reasons           TEXT    NOT NULL,
+            features          TEXT    NOT NULL,
+            request_text      TEXT
+        )
+        """,
+    ),
+    (
+        "0002_index_requests_tenant_ts",
+        "CREATE INDEX requests_tenant_ts ON requests (tenant, ts_us)",
+    ),
+    ("0003_index_requests_ts", "CREATE INDEX requests_ts ON requests (ts_us)"),
+]
+
+# SQL expression per group_by column. Values are TEXT so that keys compare and print uniformly.
+_GROUP_EXPRESSIONS: dict[str, str] = {
+    "tenant": "tenant",
+    "route": "route",
+    "model": "COALESCE(model, '')",
+    "day": "date(ts_us / 1000000, 'unixepoch')",
+    "status_class": "CAST(status / 100 AS TEXT) || 'xx'",
+}
+GROUP_BY_COLUMNS: tuple[str, ...] = tuple(_GROUP_EXPRESSIONS)
+
+_COLUMNS = (
+    "request_id, ts_us, tenant, requested_model, route, model, prompt_tokens, completion_tokens, "
+    "cost_micros, large_cost_micros, latency_ms, status, stream, cache_hit, usage_estimated, "
+    "error_code, end_user, reasons, features, request_text"
+)
+_INSERT = f"INSERT INTO requests ({_COLUMNS}) VALUES ({', '.join('?' * 20)})"
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+_BATCH_SIZE = 500
+_PAGE_SIZE = 1000
+_RETRY_FIRST_DELAY = 0.05
+_RETRY_MAX_DELAY = 5.0
+
+
+def _to_us(ts: datetime) -> int:
+    # timedelta floor division is exact integer arithmetic; a float timestamp would not be.
+    return (ts - _EPOCH) // _ONE_US
+
+
+def _from_us(ts_us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=ts_us)
+
+
+def _to_row(rec: LedgerRecord) -> tuple[Any, ...]:
+    return (
+        rec.request_id,
+        _to_us(rec.ts),
+        rec.tenant,
+        rec.requested_model,
+        rec.route,
+        rec.model,
+        rec.prompt_tokens,
+        rec.completion_tokens,
+        rec.cost_micros,
+        rec.large_cost_micros,
+        rec.latency_ms,
+        rec.status,
+        int(rec.stream),
+        int(rec.cache_hit),
+        int(rec.usage_estimated),
+        rec.error_code,
+        rec.end_user,
+        json.dumps(list(rec.reasons), ensure_ascii=False),
+        json.dumps(dict(rec.features), ensure_ascii=False, default=str),
+        rec.request_text,
+    )
+
+
+def _from_row(row: Sequence[Any]) -> LedgerRecord:
+    return LedgerRecord(
+        request_id=row[0],
+        ts=_from_us(row[1]),
+        tenant=row[2],
+        requested_model=row[3],
+        route=row[4],
+        model=row[5],
+        prompt_tokens=row[6],
+        completion_tokens=row[7],
+        cost_micros=row[8],
+        large_cost_micros=row[9],
+        latency_ms=row[10],
+        status=row[11],
+        stream=bool(row[12]),
+        cache_hit=bool(row[13]),
+        usage_estimated=bool(row[14]),
+        error_code=row[15],
+        end_user=row[16],
+        reasons=tuple(json.loads(row[17])),
+        features=json.loads(row[18]),
+        request_text=row[19],
+    )
+
+
+def _where(query: LedgerQuery) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if query.tenant is not None:
+        clauses.append("tenant = ?")
+        params.append(query.tenant)
+    if query.since is not None:
+        clauses.append("ts_us >= ?")
+        params.append(_to_us(query.since))
+    if query.until is not None:
+        clauses.append("ts_us < ?")
+        params.append(_to_us(query.until))
+    return " AND ".join(clauses) or "1", params
+
+
+@dataclass(slots=True)
+class _Barrier:
+    """Queued behind records; set by the writer once everything ahead of it is committed."""
+
+    done: threading.Event
+    stop: bool = False
+
+
+class SqliteLedger:
+    """The embedded ledger: one SQLite file in WAL mode, written by one background thread.
+
+    ``path`` must be a file path (not ``:memory:``): the writer and the readers use separate
+    connections. ``busy_timeout_ms`` is how long one statement waits for another process's lock.
+    """
+
+    def __init__(self, path: Path, *, busy_timeout_ms: int = 5000) -> None:
+        self.path = Path(path)
+        self._busy_timeout_ms = busy_timeout_ms
+        self._queue: queue.SimpleQueue[LedgerRecord | _Barrier] = queue.SimpleQueue()
+        # Orders record()/flush() against close(), so nothing is enqueued behind the stop barrier.
+        self._state_lock = threading.Lock()
+        self._closed = False
+        self._abandon = threading.Event()
+        self._last_error: BaseException | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._reader_lock = threading.Lock()
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # The writer thread owns this connection after start(); check_same_thread is off only
+            # because it is created here, in the caller's thread.
+            self._writer = self._connect()
+        except (OSError, sqlite3.Error) as exc:
+            raise LedgerError(f"cannot open the ledger at {self.path}: {exc}") from exc
+        try:
+            self._writer.execute("PRAGMA journal_mode=WAL")
+            self._writer.execute("PRAGMA synchronous=NORMAL")
+            _migrate(self._writer)
+        except sqlite3.Error as exc:
+            self._writer.close()
+            raise LedgerError(f"cannot prepare the ledger at {self.path}: {exc}") from exc
+
+        self._thread = threading.Thread(target=self._run, name="gateway-ledger-writer", daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> SqliteLedger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def record(self, rec: LedgerRecord) -> None:
+        """Enqueue ``rec`` for the writer thread; returns in microseconds, never touches disk."""
+        if rec.ts.tzinfo is None:
+            # Fail in the caller, where the bug is, rather than later in the writer thread.
+            raise ValueError(f"LedgerRecord.ts must be timezone-aware, got {rec.ts.isoformat()}")
+        with self._state_lock:
+            if self._closed:
+                raise LedgerError(
+                    f"the ledger at {self.path} is closed; cannot record {rec.request_id}"
+                )
+            self._queue.put(rec)
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until every record enqueued before this call is committed.
+
+        Raises ``LedgerError`` if that takes longer than ``timeout`` seconds (the writer keeps
+        retrying; the records stay queued).
+        """
+        done = threading.Event()
+        with self._state_lock:
+            if self._closed:
+                return  # close() already drained everything it could
+            self._queue.put(_Barrier(done))
+        if not done.wait(timeout):
+            raise LedgerError(
+                f"the ledger at {self.path} has not committed within {timeout:g}s "
+                f"(last error: {self._last_error or 'none'}); records stay queued and are retried"
+            )
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Commit what is queued, stop the writer and close connections. Idempotent.
+
+        If the queue cannot be committed within ``timeout`` seconds the writer gives up, logs how
+        many records were lost, and ``LedgerError`` is raised.
+        """
+        done = threading.Event()
+        with self._state_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(_Barrier(done, stop=True))
+        drained = done.wait(timeout)
+        if not drained:
+            self._abandon.set()
+        # A statement in progress may wait busy_timeout for a lock before it sees the abandon flag.
+        self._thread.join(self._busy_timeout_ms / 1000 + 1.0)
+        if not self._thread.is_alive():
+            self._writer.close()
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+        if not drained:
+            raise LedgerError(
+                f"the ledger at {self.path} could not commit its queued records within "
+                f"{timeout:g}s (last error: {self._last_error or 'none'}); they were not written"
+            )
+
+    def _run(self) -> None:
+        q = self._queue
+        while True:
+            batch: list[LedgerRecord] = []
+            barriers: list[_Barrier] = []
+            item = q.get()
+            while True:
+                if isinstance(item, _Barrier):
+                    barriers.append(item)
+                    if item.stop:
+                        break  # close() guarantees nothing was enqueued after the stop barrier
+                else:
+                    batch.append(item)
+                    if len(batch) >= _BATCH_SIZE:
+                        break
+                try:
+                    item = q.get_nowait()
+                except queue.Empty:
+                    break
+            if batch and not self._write(batch):
+                lost = len(batch) + sum(1 for i in _drain(q) if isinstance(i, LedgerRecord))
+                logger.error(
+                    "ledger %s closed with %d records that could not be written (last error: %s)",
+                    self.path,
+                    lost,
+                    self._last_error,
+                )
+                return
+            for barrier in barriers:
+                barrier.done.set()
+            if barriers and barriers[-1].stop:
+                return
+
+    def _write(self, batch: list[LedgerRecord]) -> bool:
+        """Commit ``batch`` in one transaction, retrying until it works or close() gives up."""
+        rows: list[tuple[Any, ...]] = []
+        for rec in batch:
+            try:
+                rows.append(_to_row(rec))
+            except Exception:
+                # A record that cannot be converted never will be; retrying would wedge the queue.
+                logger.exception("ledger %s: dropping unwritable record %r", self.path, rec)
+        delay = _RETRY_FIRST_DELAY
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self._writer.execute("BEGIN IMMEDIATE")
+                self._writer.executemany(_INSERT, rows)
+                self._writer.execute("COMMIT")
+                if attempt > 1:
+                    logger.info("ledger %s: write succeeded after %d attempts", self.path, attempt)
+                return True
+            except sqlite3.Error as exc:
+                self._last_error = exc
+                _rollback(self._writer)
+                logger.error(
+                    "ledger %s: writing %d records failed (attempt %d, retrying in %.2fs): %s",
+                    self.path,
+                    len(rows),
+                    attempt,
+                    delay,
+                    exc,
+                )
+            if self._abandon.wait(delay):
+                return False
+            delay = min(delay * 2, _RETRY_MAX_DELAY)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def records(self, query: LedgerQuery) -> Iterator[LedgerRecord]:
+        """Matching records ordered by ``ts`` then insertion, read lazily in pages."""
+        where, params = _where(query)
+        # Keyset pagination: no connection or transaction stays open while the caller iterates.
+        sql = (
+            f"SELECT id, {_COLUMNS} FROM requests WHERE {where} AND (ts_us, id) > (?, ?) "
+            f"ORDER BY ts_us, id LIMIT {_PAGE_SIZE}"
+        )
+        after: tuple[int, int] = (-(2**63), -1)
+        while True:
+            page = self._read(sql, [*params, *after])
+            for row in page:
+                yield _from_row(row[1:])
+            if len(page) < _PAGE_SIZE:
+                return
+            after = (page[-1][2], page[-1][0])
+
+    def count(self, query: LedgerQuery) -> int:
+        where, params = _where(query)
+        rows = self._read(f"SELECT COUNT(*) FROM requests WHERE {where}", params)
+        return int(rows[0][0])
+
+    def summarize(self, query: LedgerQuery, group_by: Sequence[str]) -> list[SummaryRow]:
+        """Sum requests, errors, cache hits, tokens and money per group, in SQL.
+
+        ``group_by`` is any subset of tenant, route, model, day (UTC "YYYY-MM-DD") and
+        status_class ("2xx", "4xx", ...). Rows are ordered by the group keys; no matching records
+        gives no rows.
+        """
+        columns = _check_group_by(group_by)
+        keys = [f"{_GROUP_EXPRESSIONS[c]} AS k{i}" for i, c in enumerate(columns)]
+        where, params = _where(query)
+        select = ", ".join(
+            [
+                *keys,
+                "COUNT(*)",
+                "COALESCE(SUM(status >= 400), 0)",
+                "COALESCE(SUM(cache_hit), 0)",
+                "COALESCE(SUM(prompt_tokens), 0)",
+                "COALESCE(SUM(completion_tokens), 0)",
+                "COALESCE(SUM(cost_micros), 0)",
+                "COALESCE(SUM(large_cost_micros), 0)",
+            ]
+        )
+        sql = f"SELECT {select} FROM requests WHERE {where}"
+        if columns:
+            order = ", ".join(f"k{i}" for i in range(len(columns)))
+            sql += f" GROUP BY {order} ORDER BY {order}"
+        result: list[SummaryRow] = []
+        n = len(columns)
+        for row in self._read(sql, params):
+            if row[n] == 0:
+                continue  # an aggregate without GROUP BY returns one all-zero row for no records
+            result.append(
+                SummaryRow(
+                    key={
+                        c: "" if v is None else str(v) for c, v in zip(columns, row, strict=False)
+                    },
+                    requests=row[n],
+                    errors=row[n + 1],
+                    cache_hits=row[n + 2],
+                    prompt_tokens=row[n + 3],
+                    completion_tokens=row[n + 4],
+                    cost_micros=row[n + 5],
+                    large_cost_micros=row[n + 6],
+                )
+            )
+        return result
+
+    def _read(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        with self._reader_lock:
+            if self._closed:
+                raise LedgerError(f"the ledger at {self.path} is closed")
+            if self._reader is None:
+                self._reader = self._connect()
+                self._reader.execute("PRAGMA query_only=ON")
+            return self._reader.execute(sql, params).fetchall()
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE), never implicit.
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+        return conn
+
+
+def _check_group_by(group_by: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(group_by, str):
+        raise ValueError(
+            f"group_by must be a sequence of column names, not the string {group_by!r}"
+        )
+    columns = tuple(group_by)
+    unknown = [c for c in columns if c not in _GROUP_EXPRESSIONS]
+    if unknown:
+        raise ValueError(
+            f"cannot group by {', '.join(map(repr, unknown))}; "
+            f"allowed: {', '.join(GROUP_BY_COLUMNS)}"
+        )
+    if len(set(columns)) != len(columns):
+        raise ValueError(f"group_by lists a column twice: {list(columns)}")
+    return columns
+
+
+def _drain(q: queue.SimpleQueue[LedgerRecord | _Barrier]) -> Iterator[LedgerRecord | _Barrier]:
+    while True:
+        try:
+            yield q.get_nowait()
+        except queue.Empty:
+            return
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Apply the migrations not yet recorded in ``schema_migrations``, each in a transaction."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT)"
+    )
+    applied = {name for (name,) in conn.execute("SELECT name FROM schema_migrations")}
+    for name, sql in MIGRATIONS:
+        if name in applied:
+            continue
+        # BEGIN IMMEDIATE takes the write lock, so a second process opening the same file at the
+        # same moment waits here and then sees the migration as applied.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            exists = conn.execute("SELECT 1 FROM schema_migrations WHERE name = ?", (name,))
+            if exists.fetchone() is None:
+                conn.execute(sql)
+                conn.execute(
+                    "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
+                    (name, datetime.now(UTC).isoformat()),
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            # SQLite may already have rolled back on its own (e.g. SQLITE_FULL); nothing to undo.
+            logger.debug("ledger rollback failed", exc_info=True)

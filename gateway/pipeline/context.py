@@ -1,0 +1,67 @@
+"""The state of one request as it passes through the pipeline's stages."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from gateway.chat import ChatRequest
+from gateway.errors import GatewayError
+from gateway.routing.policy import RoutingDecision
+from gateway.tiers.base import Completion, CompletionStream
+from gateway.usage import Usage
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
+
+# Not an HTTP status a client ever sees: the ledger's mark for "client went away mid-answer".
+CLIENT_CLOSED = 499
+
+
+@dataclass(slots=True)
+class RequestContext:
+    runtime: Runtime
+    request_id: str
+    headers: Mapping[str, str]  # lower-case names
+    # Reads the request body; the HTTP layer enforces the size limit (PayloadTooLarge) there.
+    read_body: Callable[[], Awaitable[bytes]]
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    started: float = field(default_factory=time.perf_counter)
+
+    # How many stages' ``enter`` ran (their ``exit`` runs at the end).
+    entered: int = 0
+    tenant: str | None = None
+    request: ChatRequest | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+    prompt_tokens: int = 0
+    decision: RoutingDecision | None = None
+
+    # The answer: exactly one of these is set once the tier stage has run.
+    completion: Completion | None = None
+    stream: CompletionStream | None = None
+    # What a stream has delivered so far (counted when the upstream sends no usage).
+    streamed_text: list[str] = field(default_factory=list)
+
+    model: str | None = None  # the upstream model that answered
+    usage: Usage | None = None
+    cost_micros: int = 0
+    baseline_cost_micros: int = 0
+    status: int = 200
+    error: GatewayError | None = None
+    response_headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def route(self) -> str:
+        return self.decision.route if self.decision else "none"
+
+    def fail(self, error: GatewayError) -> None:
+        """Mark the request failed (first error wins: it is the cause)."""
+        if self.error is None:
+            self.error = error
+            self.status = error.status
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000.0

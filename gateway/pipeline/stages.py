@@ -1,0 +1,248 @@
+"""The stages of the request pipeline, in the order ``default_stages`` lists them.
+
+Each stage is a plain object with ``name``, ``enter(ctx)`` and ``exit(ctx)``. ``enter`` runs in
+list order before the answer; it may raise a ``GatewayError`` to stop the request. ``exit`` runs
+in reverse order once the answer is finished (complete, failed, or abandoned by the client), for
+every stage whose ``enter`` ran, so accounting stages see every request, errors included.
+
+    ledger      exit: one ledger record per request, whatever happened
+    auth        enter: API key → tenant (401 otherwise)
+    parse       enter: JSON body → validated ChatRequest (400 otherwise)
+    count       enter: prompt tokens with tiktoken (offline)
+    route       enter: the routing decision and its headers
+    settle      exit: usage (upstream's or counted) → cost, savings, cost header
+    tier        enter: call the chosen tier; sets ctx.completion or ctx.stream
+
+Later capabilities (masking, handoff, approved answers, cache, budget) are further stages.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Protocol
+
+from gateway.chat import parse_chat_request
+from gateway.errors import AuthenticationFailed
+from gateway.ledger import LedgerRecord
+from gateway.money import format_usd
+from gateway.pipeline.context import RequestContext
+from gateway.routing.policy import RouteRequest, RoutingState, decide
+from gateway.usage import Usage
+
+log = logging.getLogger("gateway.pipeline")
+
+
+class Stage(Protocol):
+    name: str
+
+    async def enter(self, ctx: RequestContext) -> None: ...
+
+    async def exit(self, ctx: RequestContext) -> None: ...
+
+
+class _Stage:
+    """Default no-op halves, so a stage writes only the half it needs."""
+
+    name = "stage"
+
+    async def enter(self, ctx: RequestContext) -> None:
+        return None
+
+    async def exit(self, ctx: RequestContext) -> None:
+        return None
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The API key from ``Authorization: Bearer`` or Azure's ``api-key`` header."""
+    auth = headers.get("authorization")
+    if auth:
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        return None
+    key = headers.get("api-key")
+    return key.strip() if key else None
+
+
+class Authenticate(_Stage):
+    name = "auth"
+
+    async def enter(self, ctx: RequestContext) -> None:
+        key = presented_key(ctx.headers)
+        if key is None:
+            raise AuthenticationFailed(
+                "Missing API key: send `Authorization: Bearer <key>` (a tenant key from the "
+                "gateway's config; `gateway keys create --tenant NAME` makes one)."
+            )
+        tenant = ctx.runtime.keys.tenant_for(key)
+        if tenant is None:
+            raise AuthenticationFailed("Incorrect API key provided.")
+        ctx.tenant = tenant
+
+
+class Parse(_Stage):
+    name = "parse"
+
+    async def enter(self, ctx: RequestContext) -> None:
+        ctx.request, ctx.payload = parse_chat_request(await ctx.read_body())
+
+
+class CountTokens(_Stage):
+    name = "count"
+
+    async def enter(self, ctx: RequestContext) -> None:
+        assert ctx.request is not None
+        messages = ctx.payload["messages"]
+        ctx.prompt_tokens = ctx.runtime.tokens.count_messages(messages, ctx.request.model)
+
+
+class Route(_Stage):
+    name = "route"
+
+    async def enter(self, ctx: RequestContext) -> None:
+        assert ctx.request is not None and ctx.tenant is not None
+        runtime = ctx.runtime
+        request = ctx.request
+        route_request = RouteRequest(
+            requested_model=request.model,
+            prompt_tokens=ctx.prompt_tokens,
+            last_user_text=request.last_user_text(),
+            turns=sum(1 for m in request.messages if m.role == "user"),
+            has_tools=bool(request.tools),
+            has_images=request.has_images(),
+        )
+        state = RoutingState(available_tiers=frozenset(runtime.tiers))
+        decision = decide(route_request, runtime.tenant(ctx.tenant), state, runtime.config)
+        ctx.decision = decision
+        ctx.model = runtime.tiers[decision.route].model
+        ctx.response_headers["x-switchboard-route"] = decision.route
+        ctx.response_headers["x-switchboard-model"] = ctx.model
+        ctx.response_headers["x-switchboard-reason"] = header_safe("; ".join(decision.reasons))
+
+
+class Settle(_Stage):
+    """Turns what was generated into tokens and money (the budget issue settles budgets here)."""
+
+    name = "settle"
+
+    async def exit(self, ctx: RequestContext) -> None:
+        if ctx.decision is None or ctx.tenant is None:
+            return  # failed before routing: nothing was generated, nothing costs
+        runtime = ctx.runtime
+        usage = ctx.usage
+        if usage is None:
+            usage = self._counted_usage(ctx)
+            ctx.usage = usage
+        tier_model = runtime.tiers[ctx.decision.route].model
+        ctx.cost_micros = runtime.prices.cost_micros(tier_model, usage)
+        baseline_tier = runtime.tenant(ctx.tenant).baseline_tier
+        baseline_model = runtime.baseline_model(baseline_tier)
+        ctx.baseline_cost_micros = runtime.prices.cost_micros(baseline_model, usage)
+        ctx.response_headers["x-switchboard-cost-usd"] = format_usd(ctx.cost_micros)
+
+    @staticmethod
+    def _counted_usage(ctx: RequestContext) -> Usage:
+        """The upstream sent no usage (or the client left): count what we saw with tiktoken."""
+        if ctx.completion is not None:
+            text = ctx.completion.text
+        elif ctx.stream is not None:
+            text = "".join(ctx.streamed_text)
+        else:
+            return Usage(estimated=True)  # the tier never answered: nothing to bill
+        completion_tokens = ctx.runtime.tokens.count_text(text, ctx.model) if text else 0
+        return Usage(
+            prompt_tokens=ctx.prompt_tokens, completion_tokens=completion_tokens, estimated=True
+        )
+
+
+class CallTier(_Stage):
+    name = "tier"
+
+    async def enter(self, ctx: RequestContext) -> None:
+        assert ctx.request is not None and ctx.decision is not None
+        tier = ctx.runtime.tiers[ctx.decision.route]
+        payload = dict(ctx.payload)
+        payload["model"] = tier.model
+        cap = ctx.runtime.output_cap(ctx.decision.route)
+        if (
+            cap is not None
+            and "max_tokens" not in payload
+            and "max_completion_tokens" not in payload
+        ):
+            # Bound every call's cost (and, with budgets, every reservation).
+            payload["max_tokens"] = cap
+        if ctx.request.wants_stream:
+            options = payload.get("stream_options")
+            # Always ask for the usage chunk: it is what we bill by. The client gets it only if
+            # it asked (see gateway.pipeline.streaming).
+            payload["stream_options"] = {
+                **(options if isinstance(options, dict) else {}),
+                "include_usage": True,
+            }
+            ctx.stream = await tier.stream(payload)
+        else:
+            completion = await tier.complete(payload)
+            ctx.completion = completion
+            ctx.model = completion.model
+            ctx.usage = completion.usage
+            ctx.response_headers["x-switchboard-model"] = completion.model
+
+
+class RecordInLedger(_Stage):
+    name = "ledger"
+
+    async def exit(self, ctx: RequestContext) -> None:
+        if ctx.tenant is None:
+            return  # unauthenticated: nobody to bill, and strangers must not grow the ledger
+        runtime = ctx.runtime
+        request = ctx.request
+        decision = ctx.decision
+        usage = ctx.usage or Usage()
+        store_text = request is not None and runtime.tenant(ctx.tenant).store_request_text
+        record = LedgerRecord(
+            request_id=ctx.request_id,
+            ts=ctx.received_at,
+            tenant=ctx.tenant,
+            requested_model=request.model if request else "",
+            route=ctx.route,
+            model=ctx.model if decision else None,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cost_micros=ctx.cost_micros,
+            large_cost_micros=ctx.baseline_cost_micros,
+            latency_ms=ctx.elapsed_ms(),
+            status=ctx.status,
+            stream=bool(request and request.wants_stream),
+            cache_hit=ctx.route == "cache",
+            usage_estimated=usage.estimated,
+            error_code=ctx.error.code if ctx.error else None,
+            end_user=request.user if request else None,
+            reasons=decision.reasons if decision else (),
+            features=decision.features if decision else {},
+            request_text=request.last_user_text() if store_text and request else None,
+        )
+        try:
+            runtime.ledger.record(record)
+        except Exception:  # noqa: BLE001 - the answer is already out; never fail it over accounting
+            log.exception("could not record request %s in the ledger", ctx.request_id)
+
+
+def header_safe(text: str, limit: int = 512) -> str:
+    """A header value: one line, ASCII (non-ASCII percent-encoded), bounded length."""
+    text = text.replace("\r", " ").replace("\n", " ")
+    if not text.isascii():
+        text = "".join(c if c.isascii() else "".join(f"%{b:02X}" for b in c.encode()) for c in text)
+    return text[:limit]
+
+
+def default_stages() -> list[Stage]:
+    return [
+        RecordInLedger(),
+        Authenticate(),
+        Parse(),
+        CountTokens(),
+        Route(),
+        Settle(),
+        CallTier(),
+    ]

@@ -1,0 +1,69 @@
+"""Relaying an upstream stream to the client the way OpenAI streams: what to pass, fix or hold back.
+
+- Every chunk carries ``id``, ``object: chat.completion.chunk``, ``created`` and ``model``.
+- The first delta carries ``role``.
+- We always ask upstreams for the usage chunk (it is what we bill by); the client gets the
+  usage-only chunk (``choices: []``) only if it asked with ``stream_options.include_usage``, since
+  code reading ``chunk.choices[0]`` crashes on it otherwise.
+- An upstream failure after the first chunk becomes one ``{"error": ...}`` event.
+- Every delta's text is kept in ``ctx.streamed_text`` so a stream without usage, or one the client
+  abandoned, is still billed for what was generated.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from gateway.errors import GatewayError
+from gateway.pipeline.context import RequestContext
+
+
+async def relay(ctx: RequestContext) -> AsyncGenerator[dict[str, Any], None]:
+    """The chunks to send for ``ctx.stream``; ends after an error event if the upstream fails."""
+    stream = ctx.stream
+    request = ctx.request
+    assert stream is not None and request is not None
+    wants_usage = request.wants_usage_chunk
+    first = True
+    chunk_id = f"chatcmpl-{ctx.request_id}"
+    created = int(time.time())
+    try:
+        async for chunk in stream:
+            choices = chunk.get("choices")
+            if not isinstance(choices, list):
+                choices = chunk["choices"] = []
+            if not choices:
+                if "usage" in chunk and chunk["usage"] is not None and not wants_usage:
+                    continue  # the usage-only chunk the client did not ask for
+                if not chunk.get("usage") and not wants_usage:
+                    continue
+            chunk["object"] = "chat.completion.chunk"
+            chunk.setdefault("id", chunk_id)
+            if not isinstance(chunk.get("created"), int):
+                chunk["created"] = created
+            chunk.setdefault("model", stream.model)
+            if not wants_usage:
+                chunk.pop("usage", None)
+            for choice in choices:
+                delta = choice.get("delta")
+                if not isinstance(delta, dict):
+                    delta = choice["delta"] = {}
+                content = delta.get("content")
+                if isinstance(content, str) and choice.get("index", 0) == 0:
+                    ctx.streamed_text.append(content)
+                if first:
+                    delta.setdefault("role", "assistant")
+                choice.setdefault("index", 0)
+                choice.setdefault("finish_reason", None)
+            if choices:
+                first = False
+            yield chunk
+    except GatewayError as exc:
+        ctx.fail(exc)
+        yield dict(exc.body())
+    finally:
+        ctx.usage = stream.usage
+        ctx.model = stream.model
+        await stream.aclose()
