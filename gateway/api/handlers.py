@@ -10,6 +10,7 @@ import anyio
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.exceptions import HTTPException
+from litestar.params import FromPath
 from litestar.response import Stream
 
 from gateway.api import sse
@@ -156,7 +157,7 @@ async def list_models(request: AnyRequest) -> Response[bytes]:
 
 
 @get("/v1/models/{model_id:path}")
-async def retrieve_model(request: AnyRequest, model_id: str) -> Response[bytes]:
+async def retrieve_model(request: AnyRequest, model_id: FromPath[str]) -> Response[bytes]:
     board = _switchboard(request)
     tenant = _tenant_or_401(request, board)
     runtime = board.runtime

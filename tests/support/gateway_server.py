@@ -1,4 +1,4 @@
-"""The gateway served for real by uvicorn on 127.0.0.1, from a background thread (as httpx tests do)."""
+"""The gateway served for real by uvicorn on 127.0.0.1 from a background thread, as httpx does."""
 
 from __future__ import annotations
 
