@@ -209,15 +209,3 @@ def test_from_litellm_reads_a_given_file_and_skips_entries_without_token_prices(
     assert table.price("free-model") == FREE
     for skipped in ("sample_spec", "embedding", "image", "weird"):
         assert not table.knows(skipped)
-
-
-def test_cost_micros_is_fast_enough_for_the_hot_path(litellm_table: PriceTable) -> None:
-    import time
-
-    usage = Usage(1200, 300, 200)
-    litellm_table.cost_micros("openai/gpt-4o-mini", usage)
-    start = time.perf_counter()
-    for _ in range(2000):
-        litellm_table.cost_micros("openai/gpt-4o-mini", usage)
-    per_call = (time.perf_counter() - start) / 2000
-    assert per_call < 50e-6  # about 1.5 µs here; generous for slow CI machines

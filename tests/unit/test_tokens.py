@@ -261,21 +261,3 @@ def test_counting_from_many_threads_gives_the_same_answer() -> None:
     for thread in threads:
         thread.join()
     assert results == [expected] * 400
-
-
-def test_counting_a_short_conversation_is_fast(counter: TokenCounter) -> None:
-    import time
-
-    messages = [
-        {
-            "role": "user",
-            "content": "Hi, I ordered a blue jacket last week (order 88231) and it still has not "
-            "arrived. Can you tell me where it is and when I should expect it? Thanks a lot.",
-        }
-    ]
-    counter.count_messages(messages)
-    start = time.perf_counter()
-    for _ in range(1000):
-        counter.count_messages(messages)
-    per_call = (time.perf_counter() - start) / 1000
-    assert per_call < 200e-6  # about 12 µs here; generous for slow CI machines
