@@ -86,6 +86,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.ledger import LedgerError
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -95,7 +96,7 @@ def _serve(args: argparse.Namespace) -> int:
             config_path=args.config, data_dir=args.data_dir, host=args.host, port=args.port
         )
         app = create_app(settings)
-    except (ConfigError, ValueError) as exc:
+    except (ConfigError, LedgerError, OSError, ValueError) as exc:
         _err(f"gateway: {exc}")
         return 2
     _err(
@@ -127,7 +128,7 @@ def _keys_create(tenant: str) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from gateway.ledger import LedgerQuery, SqliteLedger
+    from gateway.ledger import LedgerError, LedgerQuery, SqliteLedger
     from gateway.reports import (
         build_report,
         parse_date_bound,
@@ -156,7 +157,7 @@ def _report(args: argparse.Namespace) -> int:
             report = build_report(ledger, query, group_by)
         finally:
             ledger.close()
-    except ValueError as exc:
+    except (LedgerError, ValueError) as exc:
         _err(f"gateway: {exc}")
         return 2
     render = {"table": render_table, "csv": render_csv, "json": render_json}[args.format]

@@ -268,6 +268,10 @@ def parse_config(
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+    if raw is None:
+        raise ConfigError(
+            f"{source}: the file is empty; config/gateway.yaml is a commented starting point"
+        )
     if not isinstance(raw, dict):
         raise ConfigError(
             f"{source}: expected a mapping at the top level, got {type(raw).__name__}"
@@ -287,6 +291,10 @@ def load_config(path: Path | str, *, env: Mapping[str, str] | None = None) -> Lo
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8"
+        ) from exc
     return parse_config(text, source=str(path), env=env)
 
 

@@ -112,11 +112,28 @@ def _resolve(
     return _generated_digest(owner, spec.env, data_dir, announce)
 
 
+def _read_generated(path: Path) -> dict[str, str]:
+    """The stored digests; a damaged file is an error naming it, never a silently new key."""
+    fix = (
+        "restore it from a backup, or delete it to generate new keys "
+        "(keys generated before stop working)"
+    )
+    try:
+        stored: object = json.loads(path.read_text("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); {fix}") from exc
+    if not isinstance(stored, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in stored.items()
+    ):
+        raise ValueError(f"{path}: expected an object of key slot -> SHA-256 digest; {fix}")
+    return stored
+
+
 def _generated_digest(
     owner: str, env_name: str, data_dir: Path, announce: Callable[[str], None]
 ) -> str:
     path = data_dir / GENERATED_KEYS_FILE
-    stored: dict[str, str] = json.loads(path.read_text("utf-8")) if path.exists() else {}
+    stored = _read_generated(path) if path.exists() else {}
     slot = f"{owner}:{env_name}"
     if slot in stored:
         return stored[slot]

@@ -53,6 +53,8 @@ class Settings:
             port_number = int(raw_port)
         except ValueError:
             raise ValueError(f"SWITCHBOARD_PORT must be a port number, got {raw_port!r}") from None
+        if not 1 <= port_number <= 65535:
+            raise ValueError(f"the port must be between 1 and 65535, got {port_number}")
         return cls(
             config_path=Path(config_path or env.get("SWITCHBOARD_CONFIG") or DEFAULT_CONFIG),
             data_dir=Path(data_dir or env.get("SWITCHBOARD_DATA_DIR") or default_data_dir(env)),
