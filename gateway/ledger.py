@@ -70,6 +70,8 @@ class LedgerRecord:
     # Routing features, kept so that a new routing config can be replayed over past traffic.
     features: Mapping[str, FeatureValue] = field(default_factory=dict)
     request_text: str | None = None  # only when the tenant's config allows storing it
+    # Tiers that failed before the one that answered (fallbacks), e.g. "small: 503 upstream...".
+    attempts: tuple[str, ...] = ()
 
     @property
     def savings_micros(self) -> int:
@@ -172,6 +174,10 @@ MIGRATIONS: list[tuple[str, str]] = [
         "CREATE INDEX requests_tenant_ts ON requests (tenant, ts_us)",
     ),
     ("0003_index_requests_ts", "CREATE INDEX requests_ts ON requests (ts_us)"),
+    (
+        "0004_add_requests_attempts",
+        "ALTER TABLE requests ADD COLUMN attempts TEXT NOT NULL DEFAULT '[]'",
+    ),
 ]
 
 # SQL expression per group_by column. Values are TEXT so that keys compare and print uniformly.
@@ -187,9 +193,9 @@ GROUP_BY_COLUMNS: tuple[str, ...] = tuple(_GROUP_EXPRESSIONS)
 _COLUMNS = (
     "request_id, ts_us, tenant, requested_model, route, model, prompt_tokens, completion_tokens, "
     "cost_micros, large_cost_micros, latency_ms, status, stream, cache_hit, usage_estimated, "
-    "error_code, end_user, reasons, features, request_text"
+    "error_code, end_user, reasons, features, request_text, attempts"
 )
-_INSERT = f"INSERT INTO requests ({_COLUMNS}) VALUES ({', '.join('?' * 20)})"
+_INSERT = f"INSERT INTO requests ({_COLUMNS}) VALUES ({', '.join('?' * 21)})"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
@@ -230,6 +236,7 @@ def _to_row(rec: LedgerRecord) -> tuple[Any, ...]:
         json.dumps(list(rec.reasons), ensure_ascii=False),
         json.dumps(dict(rec.features), ensure_ascii=False, default=str),
         rec.request_text,
+        json.dumps(list(rec.attempts), ensure_ascii=False),
     )
 
 
@@ -255,6 +262,7 @@ def _from_row(row: Sequence[Any]) -> LedgerRecord:
         reasons=tuple(json.loads(row[17])),
         features=json.loads(row[18]),
         request_text=row[19],
+        attempts=tuple(json.loads(row[20])),
     )
 
 

@@ -166,6 +166,34 @@ def _load_litellm_prices(path: Path) -> Mapping[str, ModelPrice]:
     return prices
 
 
+@functools.lru_cache(maxsize=4)
+def _load_litellm_windows(path: Path) -> Mapping[str, int]:
+    """Model -> prompt tokens it accepts (``max_input_tokens``), where litellm knows it."""
+    table = msgspec.json.decode(path.read_bytes())
+    windows: dict[str, int] = {}
+    if isinstance(table, dict):
+        for model, entry in table.items():
+            value = entry.get("max_input_tokens") if isinstance(entry, dict) else None
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                windows[model] = value
+    return windows
+
+
+def litellm_context_window(model: str, *, path: Path | None = None) -> int | None:
+    """The context window litellm's table gives ``model`` (also without a provider prefix)."""
+    try:
+        windows = _load_litellm_windows(path or litellm_price_file())
+    except FileNotFoundError:
+        return None
+    name = model
+    while True:
+        if name in windows:
+            return windows[name]
+        if "/" not in name:
+            return None
+        name = name.split("/", 1)[1]
+
+
 class PriceTable:
     """Model name -> :class:`ModelPrice`, with exact cost computation.
 

@@ -10,10 +10,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.config import GatewayConfig, LoadedConfig, TenantConfig
+from gateway.config import GatewayConfig, LoadedConfig, TenantConfig, TierConfig, UpstreamConfig
 from gateway.keys import KeyRing, build_keyring
 from gateway.ledger import Ledger
 from gateway.pricing import PriceTable
+from gateway.routing.policy import RoutingState
 from gateway.tiers.base import Tier
 from gateway.tiers.openai_compatible import OpenAICompatibleTier
 from gateway.tokens import TokenCounter
@@ -26,6 +27,8 @@ class Runtime:
     tiers: Mapping[str, Tier]
     ledger: Ledger
     tokens: TokenCounter
+    # What the router needs besides the request; fixed for the life of this runtime.
+    routing_state: RoutingState
 
     @property
     def config(self) -> GatewayConfig:
@@ -38,31 +41,71 @@ class Runtime:
     def tenant(self, name: str) -> TenantConfig:
         return self.loaded.config.tenants[name]
 
-    def baseline_model(self, tier: str) -> str:
-        return self.loaded.model_of(tier)
+    def baseline_model(self, tenant: str) -> str:
+        """The model whose prices are the tenant's "everything on the large model" baseline."""
+        return self.loaded.model_of(self.loaded.baseline_tier(tenant))
 
     def output_cap(self, tier: str) -> int | None:
         return self.loaded.config.tiers.configured()[tier].max_output_tokens
 
 
+def routing_state(loaded: LoadedConfig, tiers: frozenset[str]) -> RoutingState:
+    return RoutingState(
+        available_tiers=tiers,
+        capabilities={t: loaded.capabilities(t) for t in tiers},
+        fallback_order={t: tuple(loaded.fallbacks(t)) for t in tiers},
+    )
+
+
 def build_tiers(config: GatewayConfig, env: Mapping[str, str]) -> dict[str, Tier]:
     """The configured tiers; provider keys are read from ``env`` once, here."""
-    tiers: dict[str, Tier] = {}
-    for name, tier in config.tiers.configured().items():
-        upstream = config.upstreams[tier.upstream]
-        tiers[name] = OpenAICompatibleTier(
+    return {
+        name: build_tier(name, tier, config.upstreams[tier.upstream], env)
+        for name, tier in config.tiers.configured().items()
+    }
+
+
+def build_tier(
+    name: str, tier: TierConfig, upstream: UpstreamConfig, env: Mapping[str, str]
+) -> Tier:
+    api_key = env.get(upstream.api_key_env) if upstream.api_key_env else None
+    if upstream.kind == "llama_cpp":
+        # Imported here: llama.cpp and its model load only when a config asks for them.
+        from gateway.tiers.llama_cpp import LlamaCppTier
+
+        return LlamaCppTier(
             name=name,
             model=tier.model,
-            upstream_name=tier.upstream,
-            base_url=upstream.base_url,
-            api_key_env=upstream.api_key_env,
-            api_key=env.get(upstream.api_key_env) if upstream.api_key_env else None,
-            connect_timeout_s=upstream.connect_timeout_s,
-            read_timeout_s=upstream.read_timeout_s,
-            max_connections=upstream.max_connections,
-            extra_headers=upstream.headers,
+            model_file=upstream.model_file,
+            threads=upstream.threads,
+            context_tokens=upstream.context_tokens,
+            queue_limit=upstream.queue_limit,
+            queue_timeout_s=upstream.queue_timeout_s,
+            request_timeout_s=upstream.read_timeout_s,
         )
-    return tiers
+    if upstream.kind == "litellm":
+        from gateway.tiers.litellm_provider import LitellmTier
+
+        return LitellmTier(
+            name=name,
+            model=tier.model,
+            api_key=api_key,
+            api_base=upstream.base_url,
+            timeout_s=upstream.read_timeout_s,
+        )
+    assert upstream.base_url is not None  # UpstreamConfig checks this for `openai`
+    return OpenAICompatibleTier(
+        name=name,
+        model=tier.model,
+        upstream_name=tier.upstream,
+        base_url=upstream.base_url,
+        api_key_env=upstream.api_key_env,
+        api_key=api_key,
+        connect_timeout_s=upstream.connect_timeout_s,
+        read_timeout_s=upstream.read_timeout_s,
+        max_connections=upstream.max_connections,
+        extra_headers=upstream.headers,
+    )
 
 
 def build_runtime(
@@ -77,12 +120,15 @@ def build_runtime(
     tokens: TokenCounter | None = None,
 ) -> Runtime:
     keys = build_keyring(loaded.config, data_dir=data_dir, env=env, announce=announce, warn=warn)
+    if tiers is None:
+        tiers = build_tiers(loaded.config, env)
     return Runtime(
         loaded=loaded,
         keys=keys,
-        tiers=tiers if tiers is not None else build_tiers(loaded.config, env),
+        tiers=tiers,
         ledger=ledger,
         tokens=tokens or TokenCounter(),
+        routing_state=routing_state(loaded, frozenset(tiers)),
     )
 
 

@@ -45,6 +45,10 @@ class RequestContext:
     # What a stream has delivered so far (counted when the upstream sends no usage).
     streamed_text: list[str] = field(default_factory=list)
 
+    # The tier that answered: the decision's route, a fallback, or "cache".
+    served_by: str | None = None
+    # Tiers that failed before one answered, for the ledger ("small: 503 ...").
+    attempts: list[str] = field(default_factory=list)
     model: str | None = None  # the upstream model that answered
     usage: Usage | None = None
     cost_micros: int = 0
@@ -54,7 +58,13 @@ class RequestContext:
     response_headers: dict[str, str] = field(default_factory=dict)
 
     @property
+    def answered(self) -> bool:
+        return self.completion is not None or self.stream is not None
+
+    @property
     def route(self) -> str:
+        if self.served_by is not None:
+            return self.served_by
         return self.decision.route if self.decision else "none"
 
     def fail(self, error: GatewayError) -> None:

@@ -27,6 +27,9 @@ class Pipeline:
     async def start(self, ctx: RequestContext) -> None:
         """Run ``enter`` in order until the answer is ready (``ctx.completion`` or ``ctx.stream``).
 
+        A stage that answers (the cache, approved answers) ends the walk: later stages' ``enter``
+        and ``exit`` do not run, so an answered request never reaches the router or a tier.
+
         On failure the context is marked failed and the error re-raised (unexpected exceptions
         as ``InternalError``). Either way the caller must then call ``finish``.
         """
@@ -34,6 +37,8 @@ class Pipeline:
             for stage in self.stages:
                 ctx.entered += 1
                 await stage.enter(ctx)
+                if ctx.answered:
+                    break
         except GatewayError as exc:
             ctx.fail(exc)
             raise

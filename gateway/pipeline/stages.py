@@ -23,11 +23,12 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from gateway.chat import parse_chat_request
-from gateway.errors import AuthenticationFailed
+from gateway.errors import AuthenticationFailed, RateLimited, UpstreamError
 from gateway.ledger import LedgerRecord
 from gateway.money import format_usd
 from gateway.pipeline.context import RequestContext
-from gateway.routing.policy import RouteRequest, RoutingState, decide
+from gateway.routing.policy import RouteRequest, decide
+from gateway.tiers.base import start_stream
 from gateway.usage import Usage
 
 log = logging.getLogger("gateway.pipeline")
@@ -111,8 +112,9 @@ class Route(_Stage):
             turns=sum(1 for m in request.messages if m.role == "user"),
             has_tools=bool(request.tools),
             has_images=request.has_images(),
+            wants_response_format=ctx.payload.get("response_format") is not None,
         )
-        state = RoutingState(available_tiers=frozenset(runtime.tiers))
+        state = runtime.routing_state
         decision = decide(route_request, runtime.tenant(ctx.tenant), state, runtime.config)
         ctx.decision = decision
         ctx.model = runtime.tiers[decision.route].model
@@ -134,10 +136,12 @@ class Settle(_Stage):
         if usage is None:
             usage = self._counted_usage(ctx)
             ctx.usage = usage
-        tier_model = runtime.tiers[ctx.decision.route].model
-        ctx.cost_micros = runtime.prices.cost_micros(tier_model, usage)
-        baseline_tier = runtime.tenant(ctx.tenant).baseline_tier
-        baseline_model = runtime.baseline_model(baseline_tier)
+        if ctx.route == "cache":
+            ctx.cost_micros = 0  # answered for free: the saving is the whole baseline price
+        else:
+            tier_model = runtime.tiers[ctx.route].model
+            ctx.cost_micros = runtime.prices.cost_micros(tier_model, usage)
+        baseline_model = runtime.baseline_model(ctx.tenant)
         ctx.baseline_cost_micros = runtime.prices.cost_micros(baseline_model, usage)
         ctx.response_headers["x-switchboard-cost-usd"] = format_usd(ctx.cost_micros)
 
@@ -157,14 +161,44 @@ class Settle(_Stage):
 
 
 class CallTier(_Stage):
+    """Calls the chosen tier; if it fails, is full or times out before its first byte, the
+    decision's fallbacks in order. Every failed attempt is kept for the ledger."""
+
     name = "tier"
 
     async def enter(self, ctx: RequestContext) -> None:
         assert ctx.request is not None and ctx.decision is not None
-        tier = ctx.runtime.tiers[ctx.decision.route]
+        candidates = (ctx.decision.route, *ctx.decision.fallbacks)
+        for i, route in enumerate(candidates):
+            try:
+                await self._call(ctx, route)
+            except (UpstreamError, RateLimited) as exc:
+                ctx.attempts.append(f"{route}: {exc.status} {exc.code}: {exc.message}")
+                if i + 1 == len(candidates):
+                    raise
+                log.warning(
+                    "request %s: %s tier failed (%s); falling back to %s",
+                    ctx.request_id,
+                    route,
+                    exc.code,
+                    candidates[i + 1],
+                )
+                continue
+            ctx.served_by = route
+            if ctx.attempts:
+                ctx.response_headers["x-switchboard-route"] = route
+                ctx.response_headers["x-switchboard-fallback"] = header_safe(
+                    " -> ".join(candidates[: i + 1])
+                )
+            return
+
+    @staticmethod
+    async def _call(ctx: RequestContext, route: str) -> None:
+        assert ctx.request is not None
+        tier = ctx.runtime.tiers[route]
         payload = dict(ctx.payload)
         payload["model"] = tier.model
-        cap = ctx.runtime.output_cap(ctx.decision.route)
+        cap = ctx.runtime.output_cap(route)
         if (
             cap is not None
             and "max_tokens" not in payload
@@ -172,6 +206,8 @@ class CallTier(_Stage):
         ):
             # Bound every call's cost (and, with budgets, every reservation).
             payload["max_tokens"] = cap
+        ctx.model = tier.model
+        ctx.response_headers["x-switchboard-model"] = tier.model
         if ctx.request.wants_stream:
             options = payload.get("stream_options")
             # Always ask for the usage chunk: it is what we bill by. The client gets it only if
@@ -180,7 +216,7 @@ class CallTier(_Stage):
                 **(options if isinstance(options, dict) else {}),
                 "include_usage": True,
             }
-            ctx.stream = await tier.stream(payload)
+            ctx.stream = await start_stream(tier, payload)
         else:
             completion = await tier.complete(payload)
             ctx.completion = completion
@@ -219,6 +255,7 @@ class RecordInLedger(_Stage):
             error_code=ctx.error.code if ctx.error else None,
             end_user=request.user if request else None,
             reasons=decision.reasons if decision else (),
+            attempts=tuple(ctx.attempts),
             features=decision.features if decision else {},
             request_text=request.last_user_text() if store_text and request else None,
         )

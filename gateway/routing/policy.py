@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from gateway.config import AUTO, Condition, GatewayConfig, TenantConfig
-from gateway.errors import ModelNotFound
+from gateway.config import AUTO, Condition, GatewayConfig, ResolvedCapabilities, TenantConfig
+from gateway.errors import InvalidRequest, ModelNotFound
 
 Feature = float | int | str | bool
 
@@ -27,6 +27,7 @@ class RouteRequest:
     turns: int
     has_tools: bool = False
     has_images: bool = False
+    wants_response_format: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,10 @@ class RoutingState:
 
     # Tiers that are configured and may be used now.
     available_tiers: frozenset[str]
+    # What each tier can take; a tier missing here is assumed to take anything.
+    capabilities: Mapping[str, ResolvedCapabilities] = field(default_factory=dict)
+    # Tier -> tiers to try next when it fails before its first byte.
+    fallback_order: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +48,21 @@ class RoutingDecision:
     reasons: tuple[str, ...]
     features: Mapping[str, Feature] = field(default_factory=dict)
     pinned: bool = False
+    # Tiers to try, in order, if ``route`` fails before its first byte (all able to serve it).
+    fallbacks: tuple[str, ...] = ()
+
+
+def unfit_reason(request: RouteRequest, caps: ResolvedCapabilities) -> str | None:
+    """Why a tier with these capabilities cannot serve the request, or None if it can."""
+    if request.has_tools and not caps.tools:
+        return "takes no tools"
+    if request.has_images and not caps.images:
+        return "takes no images"
+    if request.wants_response_format and not caps.response_format:
+        return "takes no response_format"
+    if caps.context_window is not None and request.prompt_tokens > caps.context_window:
+        return f"context window {caps.context_window} < {request.prompt_tokens} prompt tokens"
+    return None
 
 
 def allowed_models(config: GatewayConfig, tenant: TenantConfig) -> list[str]:
@@ -77,18 +97,58 @@ def decide(
         )
 
     reasons: list[str] = []
-    if alias.route != AUTO:
+    unfit: dict[str, str] = {}
+    for tier in sorted(state.available_tiers):
+        caps = state.capabilities.get(tier)
+        why = unfit_reason(request, caps) if caps is not None else None
+        if why is not None:
+            unfit[tier] = why
+    if unfit and len(unfit) == len(state.available_tiers):
+        detail = "; ".join(f"{tier} {why}" for tier, why in unfit.items())
+        raise InvalidRequest(f"No configured tier can serve this request: {detail}.")
+    if unfit:
+        reasons.extend(f"{tier} {why}" for tier, why in unfit.items())
+        state = RoutingState(
+            available_tiers=state.available_tiers - frozenset(unfit),
+            capabilities=state.capabilities,
+            fallback_order=state.fallback_order,
+        )
+    decision = _choose(request, tenant, state, config, model, alias.route, reasons, features)
+    fallbacks = tuple(
+        t for t in state.fallback_order.get(decision.route, ()) if t in state.available_tiers
+    )
+    return RoutingDecision(
+        route=decision.route,
+        reasons=decision.reasons,
+        features=features,
+        pinned=decision.pinned,
+        fallbacks=fallbacks,
+    )
+
+
+def _choose(
+    request: RouteRequest,
+    tenant: TenantConfig,
+    state: RoutingState,
+    config: GatewayConfig,
+    model: str,
+    alias_route: str,
+    reasons: list[str],
+    features: Mapping[str, Feature],
+) -> RoutingDecision:
+    """Pinned alias, then rules, then the default, among ``state.available_tiers``."""
+    if alias_route != AUTO:
         if not tenant.allow_pin:
-            reasons.append(f"model {model!r} pins {alias.route}, but this tenant may not pin")
-        elif alias.route in state.available_tiers:
+            reasons.append(f"model {model!r} pins {alias_route}, but this tenant may not pin")
+        elif alias_route in state.available_tiers:
             return RoutingDecision(
-                route=alias.route,
-                reasons=(f"model {model!r} pins the {alias.route} tier",),
+                route=alias_route,
+                reasons=(f"model {model!r} pins the {alias_route} tier",),
                 features=features,
                 pinned=True,
             )
         else:
-            reasons.append(f"model {model!r} pins {alias.route}, which is unavailable")
+            reasons.append(f"model {model!r} pins {alias_route}, which is unavailable")
 
     for i, rule in enumerate(config.router.rules):
         why = _matches(rule.when, request)

@@ -49,9 +49,14 @@ class CompletionStream(Protocol):
     Iteration raises ``UpstreamError`` subclasses when the upstream fails mid-stream.
     """
 
-    model: str
-    usage: Usage | None
-    logprobs: list[TokenLogprob]
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def usage(self) -> Usage | None: ...
+
+    @property
+    def logprobs(self) -> list[TokenLogprob]: ...
 
     def __aiter__(self) -> AsyncIterator[Json]: ...
 
@@ -75,3 +80,62 @@ class Tier(Protocol):
     async def aclose(self) -> None:
         """Release connections and threads."""
         ...
+
+
+class _Prefetched:
+    """A stream whose first chunk was already read, so its failure could still fall back."""
+
+    def __init__(self, stream: CompletionStream, rest: AsyncIterator[Json], first: Json) -> None:
+        self._stream = stream
+        self._rest = rest
+        self._first: Json | None = first
+        self.model = stream.model
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._stream.usage
+
+    @property
+    def logprobs(self) -> list[TokenLogprob]:
+        return self._stream.logprobs
+
+    def __aiter__(self) -> AsyncIterator[Json]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[Json]:
+        if self._first is not None:
+            first, self._first = self._first, None
+            yield first
+        async for chunk in self._rest:
+            self.model = self._stream.model
+            yield chunk
+
+    async def aclose(self) -> None:
+        closer = getattr(self._rest, "aclose", None)
+        if closer is not None:
+            await closer()
+        await self._stream.aclose()
+
+
+async def start_stream(tier: Tier, payload: Json) -> CompletionStream:
+    """Open a stream and read its first chunk.
+
+    Every failure before the first byte the client would see is raised here, where the pipeline
+    can still answer with a real status or fall back to another tier.
+    """
+    from gateway.errors import UpstreamError
+
+    stream = await tier.stream(payload)
+    rest = stream.__aiter__()
+    try:
+        first = await rest.__anext__()
+    except StopAsyncIteration:
+        await stream.aclose()
+        raise UpstreamError(
+            f"the {tier.name} tier's stream ended before its first chunk",
+            code="upstream_bad_response",
+        ) from None
+    except BaseException:
+        await stream.aclose()
+        raise
+    return _Prefetched(stream, rest, first)

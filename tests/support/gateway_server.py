@@ -42,6 +42,8 @@ models:
   small-only: { route: small }
 router:
   default: small
+  # No fallbacks here, so each fault shows as itself; tests/api/test_fallbacks.py turns them on.
+  fallbacks: {}
   rules:
     - name: long-prompt
       when: { prompt_tokens_over: 200 }
