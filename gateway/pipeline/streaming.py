@@ -5,19 +5,24 @@
 - We always ask upstreams for the usage chunk (it is what we bill by); the client gets the
   usage-only chunk (``choices: []``) only if it asked with ``stream_options.include_usage``, since
   code reading ``chunk.choices[0]`` crashes on it otherwise.
-- An upstream failure after the first chunk becomes one ``{"error": ...}`` event.
+- An upstream failure after the first chunk becomes one ``{"error": ...}`` event; so does anything
+  unforeseen (a generic 500 with the request id, details to the log), so a stream is never torn.
 - Every delta's text is kept in ``ctx.streamed_text`` so a stream without usage, or one the client
   abandoned, is still billed for what was generated.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
 from gateway.errors import GatewayError
 from gateway.pipeline.context import RequestContext
+from gateway.pipeline.core import InternalError
+
+log = logging.getLogger("gateway.pipeline")
 
 
 async def relay(ctx: RequestContext) -> AsyncGenerator[dict[str, Any], None]:
@@ -63,6 +68,13 @@ async def relay(ctx: RequestContext) -> AsyncGenerator[dict[str, Any], None]:
     except GatewayError as exc:
         ctx.fail(exc)
         yield dict(exc.body())
+    except Exception:
+        # Escaping here would tear the client's stream (no error event, no [DONE]) and leave the
+        # request recorded as a client disconnect, or not at all before the first byte.
+        log.exception("request %s: relaying the stream failed", ctx.request_id)
+        error = InternalError(f"Internal error (request id {ctx.request_id}).")
+        ctx.fail(error)
+        yield dict(error.body())
     finally:
         ctx.usage = stream.usage
         ctx.model = stream.model

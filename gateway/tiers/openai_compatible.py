@@ -81,6 +81,7 @@ class OpenAICompatibleTier:
                 f"the {self.name} tier's upstream {self.upstream_name!r} needs an API key: "
                 f"set the environment variable {self._api_key_env} and restart the gateway",
                 code="upstream_not_configured",
+                headers={"x-should-retry": "false"},
             )
         return self._headers
 
@@ -161,6 +162,8 @@ class OpenAICompatibleTier:
             return UpstreamError(
                 f"{who} rejected the gateway's credentials ({status}); check {env}",
                 code="upstream_auth_failed",
+                # Retrying cannot fix a wrong provider key; openai-python would try twice more.
+                headers={"x-should-retry": "false"},
             )
         if status in (400, 413, 422):
             # The request itself was refused (context too long, bad parameter): the client's to fix.
