@@ -1,6 +1,7 @@
 """The gateway's error tree: every failure a client can see, with its HTTP status and OpenAI shape.
 
     GatewayError                      500 server_error
+    ├── InternalError                 500 server_error           (unforeseen; details in the log)
     ├── InvalidRequest                400 invalid_request_error
     ├── AuthenticationFailed          401 authentication_error   (code invalid_api_key)
     ├── PermissionDenied              403 permission_error
@@ -54,6 +55,10 @@ class GatewayError(Exception):
                 "code": self.code,
             }
         }
+
+
+class InternalError(GatewayError):
+    """Something we did not foresee; the client sees only this and the request id."""
 
 
 class InvalidRequest(GatewayError):

@@ -8,7 +8,7 @@ import openai
 import pytest
 
 from gateway.ledger import LedgerQuery, LedgerRecord
-from tests.support.gateway_server import ACME_KEY, UPSTREAM_KEY, GatewayServer, test_env
+from tests.support.gateway_server import ACME_KEY, UPSTREAM_KEY, GatewayServer, gateway_env
 from tests.support.mock_upstream import MockUpstream
 from tests.support.openai_spec import SpecValidator, require_spec
 
@@ -33,7 +33,7 @@ def gateway(
 ) -> Iterator[GatewayServer]:
     """The gateway with tests/support's config, shared by a test module (find records by id)."""
     data_dir = tmp_path_factory.mktemp("gateway-data")
-    with GatewayServer(data_dir, test_env(mock_upstream.base_url)) as server:
+    with GatewayServer(data_dir, gateway_env(mock_upstream.base_url)) as server:
         yield server
 
 

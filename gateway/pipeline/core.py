@@ -5,15 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, InternalError
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.stages import Stage
 
 log = logging.getLogger("gateway.pipeline")
-
-
-class InternalError(GatewayError):
-    """Something we did not foresee; the client sees only this and the request id."""
 
 
 class Pipeline:

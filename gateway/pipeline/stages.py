@@ -27,6 +27,7 @@ from gateway.errors import AuthenticationFailed, RateLimited, UpstreamError
 from gateway.ledger import LedgerRecord
 from gateway.money import format_usd
 from gateway.pipeline.context import RequestContext
+from gateway.pipeline.streaming import counted_usage, usage_body
 from gateway.routing.policy import RouteRequest, decide
 from gateway.tiers.base import start_stream
 from gateway.usage import Usage
@@ -134,8 +135,10 @@ class Settle(_Stage):
         runtime = ctx.runtime
         usage = ctx.usage
         if usage is None:
-            usage = self._counted_usage(ctx)
-            ctx.usage = usage
+            usage = ctx.usage = counted_usage(ctx)
+            if ctx.completion is not None:
+                # The client expects `usage` in every answer; give it ours, as we bill by it.
+                ctx.completion.body["usage"] = usage_body(usage)
         if ctx.route == "cache":
             ctx.cost_micros = 0  # answered for free: the saving is the whole baseline price
         else:
@@ -144,20 +147,6 @@ class Settle(_Stage):
         baseline_model = runtime.baseline_model(ctx.tenant)
         ctx.baseline_cost_micros = runtime.prices.cost_micros(baseline_model, usage)
         ctx.response_headers["x-switchboard-cost-usd"] = format_usd(ctx.cost_micros)
-
-    @staticmethod
-    def _counted_usage(ctx: RequestContext) -> Usage:
-        """The upstream sent no usage (or the client left): count what we saw with tiktoken."""
-        if ctx.completion is not None:
-            text = ctx.completion.text
-        elif ctx.stream is not None:
-            text = "".join(ctx.streamed_text)
-        else:
-            return Usage(estimated=True)  # the tier never answered: nothing to bill
-        completion_tokens = ctx.runtime.tokens.count_text(text, ctx.model) if text else 0
-        return Usage(
-            prompt_tokens=ctx.prompt_tokens, completion_tokens=completion_tokens, estimated=True
-        )
 
 
 class CallTier(_Stage):

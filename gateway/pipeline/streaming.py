@@ -18,11 +18,33 @@ import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, InternalError
 from gateway.pipeline.context import RequestContext
-from gateway.pipeline.core import InternalError
+from gateway.usage import Usage
 
 log = logging.getLogger("gateway.pipeline")
+
+
+def counted_usage(ctx: RequestContext) -> Usage:
+    """Usage counted with tiktoken from what the answer contained (no upstream usage)."""
+    if ctx.completion is not None:
+        text = ctx.completion.text
+    elif ctx.stream is not None:
+        text = "".join(ctx.streamed_text)
+    else:
+        return Usage(estimated=True)  # no tier answered: nothing to bill
+    completion_tokens = ctx.runtime.tokens.count_text(text, ctx.model) if text else 0
+    return Usage(
+        prompt_tokens=ctx.prompt_tokens, completion_tokens=completion_tokens, estimated=True
+    )
+
+
+def usage_body(usage: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
 
 
 async def relay(ctx: RequestContext) -> AsyncGenerator[dict[str, Any], None]:
@@ -39,11 +61,8 @@ async def relay(ctx: RequestContext) -> AsyncGenerator[dict[str, Any], None]:
             choices = chunk.get("choices")
             if not isinstance(choices, list):
                 choices = chunk["choices"] = []
-            if not choices:
-                if "usage" in chunk and chunk["usage"] is not None and not wants_usage:
-                    continue  # the usage-only chunk the client did not ask for
-                if not chunk.get("usage") and not wants_usage:
-                    continue
+            if not choices and (not wants_usage or not chunk.get("usage")):
+                continue  # a usage-only chunk the client did not ask for, or an empty one
             chunk["object"] = "chat.completion.chunk"
             chunk.setdefault("id", chunk_id)
             if not isinstance(chunk.get("created"), int):
@@ -65,6 +84,17 @@ async def relay(ctx: RequestContext) -> AsyncGenerator[dict[str, Any], None]:
             if choices:
                 first = False
             yield chunk
+        if wants_usage and stream.usage is None:
+            # The upstream sent no usage: the client asked for it, so count what was streamed.
+            ctx.usage = counted_usage(ctx)
+            yield {
+                "id": chunk_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": stream.model,
+                "choices": [],
+                "usage": usage_body(ctx.usage),
+            }
     except GatewayError as exc:
         ctx.fail(exc)
         yield dict(exc.body())
@@ -76,6 +106,7 @@ async def relay(ctx: RequestContext) -> AsyncGenerator[dict[str, Any], None]:
         ctx.fail(error)
         yield dict(error.body())
     finally:
-        ctx.usage = stream.usage
+        if stream.usage is not None:
+            ctx.usage = stream.usage
         ctx.model = stream.model
         await stream.aclose()

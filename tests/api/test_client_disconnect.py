@@ -16,7 +16,7 @@ import pytest
 
 from gateway.ledger import LedgerQuery, LedgerRecord
 from tests.support.gateway_server import ACME_KEY, TEST_CONFIG, UPSTREAM_KEY, GatewayServer
-from tests.support.gateway_server import test_env as gateway_env
+from tests.support.gateway_server import gateway_env as gateway_env
 from tests.support.mock_upstream import Delay, MockUpstream, Reply
 
 HELLO = [{"role": "user", "content": "where is my parcel"}]

@@ -17,7 +17,7 @@ import pytest
 from gateway.ledger import LedgerRecord
 from tests.conftest import ledger_record
 from tests.support.gateway_server import ACME_KEY, UPSTREAM_KEY, GatewayServer
-from tests.support.gateway_server import test_env as gateway_env
+from tests.support.gateway_server import gateway_env as gateway_env
 from tests.support.mock_upstream import (
     Behaviour,
     CutStream,
@@ -583,6 +583,35 @@ def test_a_non_stream_answer_without_usage_is_billed_by_the_gateways_own_count(
     assert record.completion_tokens == tokens(gateway, LONG_ANSWER, "gpt-4o") > 0
     assert record.cost_micros > 0
     assert response.headers["x-switchboard-cost-usd"] == f"0.{record.cost_micros:06d}"
+    # The bot still gets `usage`: the gateway's count, the same numbers it bills.
+    usage = response.json()["usage"]
+    assert (usage["prompt_tokens"], usage["completion_tokens"]) == (
+        record.prompt_tokens,
+        record.completion_tokens,
+    )
+
+
+def test_a_stream_without_upstream_usage_still_ends_with_the_usage_chunk_the_client_asked_for(
+    http: httpx.Client, upstream: MockUpstream, gateway: GatewayServer, spec: SpecValidator
+) -> None:
+    upstream.enqueue(Reply(LONG_ANSWER, include_usage=False))
+    body = {
+        "model": "gpt-4o",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": "where is my parcel"}],
+    }
+    response = http.post(gateway.base_url + "/chat/completions", json=body)
+
+    chunks = spec.validate_sse(response.text)
+    last = chunks[-1]
+    record = record_of(gateway, response)
+    assert last["choices"] == []
+    assert (last["usage"]["prompt_tokens"], last["usage"]["completion_tokens"]) == (
+        record.prompt_tokens,
+        record.completion_tokens,
+    )
+    assert record.usage_estimated is True and record.completion_tokens > 0
 
 
 def test_upstream_usage_is_trusted_when_it_is_sent(

@@ -69,7 +69,7 @@ server:
 UPSTREAM_KEY = "sk-upstream-secret"
 
 
-def test_env(mock_base_url: str, **extra: str) -> dict[str, str]:
+def gateway_env(mock_base_url: str, **extra: str) -> dict[str, str]:
     return {
         "MOCK_BASE_URL": mock_base_url,
         "MOCK_UPSTREAM_KEY": UPSTREAM_KEY,

@@ -76,7 +76,11 @@ def test_every_shipped_config_file_loads(path: Path) -> None:
 
 def test_the_embedded_default_routes_small_locally_for_free_and_large_to_openai() -> None:
     loaded = load_config(REPO / "config" / "gateway.yaml", env={})
-    assert loaded.model_of("small") == "smollm2:135m"
+    assert loaded.model_of("small") == "smollm2-135m-instruct"
+    assert loaded.config.upstreams["local"].kind == "llama_cpp"
+    caps = loaded.capabilities("small")
+    assert (caps.tools, caps.images, caps.context_window) == (False, False, 2048)
+    assert loaded.fallbacks("small") == ["large"]
     assert loaded.model_of("large") == "gpt-4o"
     assert loaded.tier_price("small") == FREE
     assert loaded.tier_price("large").input_per_token > 0
