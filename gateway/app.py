@@ -19,6 +19,7 @@ from gateway.api.errors import (
     unexpected_error_handler,
 )
 from gateway.api.handlers import ROUTES
+from gateway.api.legacy import completions
 from gateway.config import LoadedConfig, load_config
 from gateway.errors import GatewayError
 from gateway.ledger import Ledger, SqliteLedger
@@ -93,7 +94,7 @@ def create_app(settings: Settings, *, switchboard: Switchboard | None = None) ->
             ],
         )
     app = Litestar(
-        route_handlers=ROUTES,
+        route_handlers=[*ROUTES, completions],
         lifespan=[lifespan],
         cors_config=cors,
         request_max_body_size=server.body_limit_bytes,

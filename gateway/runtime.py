@@ -29,6 +29,8 @@ class Runtime:
     tokens: TokenCounter
     # What the router needs besides the request; fixed for the life of this runtime.
     routing_state: RoutingState
+    # The model behind POST /v1/embeddings, if one is configured.
+    embeddings: OpenAICompatibleTier | None = None
 
     @property
     def config(self) -> GatewayConfig:
@@ -129,6 +131,27 @@ def build_runtime(
         ledger=ledger,
         tokens=tokens or TokenCounter(),
         routing_state=routing_state(loaded, frozenset(tiers)),
+        embeddings=build_embeddings(loaded.config, env),
+    )
+
+
+def build_embeddings(config: GatewayConfig, env: Mapping[str, str]) -> OpenAICompatibleTier | None:
+    emb = config.embeddings
+    if emb is None:
+        return None
+    upstream = config.upstreams[emb.upstream]
+    assert upstream.base_url is not None  # the config requires an `openai` upstream here
+    return OpenAICompatibleTier(
+        name="embeddings",
+        model=emb.model,
+        upstream_name=emb.upstream,
+        base_url=upstream.base_url,
+        api_key_env=upstream.api_key_env,
+        api_key=env.get(upstream.api_key_env) if upstream.api_key_env else None,
+        connect_timeout_s=upstream.connect_timeout_s,
+        read_timeout_s=upstream.read_timeout_s,
+        max_connections=upstream.max_connections,
+        extra_headers=upstream.headers,
     )
 
 

@@ -34,4 +34,6 @@ class Switchboard:
     async def aclose(self) -> None:
         for tier in self.runtime.tiers.values():
             await tier.aclose()
+        if self.runtime.embeddings is not None:
+            await self.runtime.embeddings.aclose()
         self.runtime.ledger.close()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -15,6 +16,7 @@ from litestar.response import Stream
 
 from gateway.api import sse
 from gateway.api.errors import REQUEST_ID, error_response
+from gateway.embeddings import embed
 from gateway.errors import (
     AuthenticationFailed,
     GatewayError,
@@ -38,17 +40,17 @@ _MODELS_CREATED = int(time.time())
 AnyRequest = Request[Any, Any, Any]
 
 
-def _switchboard(request: AnyRequest) -> Switchboard:
+def switchboard_of(request: AnyRequest) -> Switchboard:
     board: Switchboard = request.app.state.switchboard
     return board
 
 
-def _headers(request: AnyRequest) -> dict[str, str]:
+def request_headers(request: AnyRequest) -> dict[str, str]:
     # ASGI already gives lower-case names; decoding once here keeps the pipeline byte-free.
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in request.scope["headers"]}
 
 
-def _body_reader(request: AnyRequest) -> Any:
+def body_reader(request: AnyRequest) -> Callable[[], Awaitable[bytes]]:
     async def read() -> bytes:
         try:
             return await request.body()
@@ -66,8 +68,31 @@ def _body_reader(request: AnyRequest) -> Any:
 
 @post("/v1/chat/completions", status_code=200)
 async def chat_completions(request: AnyRequest) -> Response[bytes] | Stream:
-    board = _switchboard(request)
-    ctx = board.new_context(_headers(request), _body_reader(request))
+    board = switchboard_of(request)
+    return await answer_chat(board, request_headers(request), body_reader(request))
+
+
+Shape = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def _same(data: dict[str, Any]) -> dict[str, Any]:
+    return data
+
+
+async def answer_chat(
+    board: Switchboard,
+    headers: dict[str, str],
+    read_body: Callable[[], Awaitable[bytes]],
+    *,
+    shape_body: Shape = _same,
+    shape_chunk: Shape = _same,
+) -> Response[bytes] | Stream:
+    """Run a chat request through the pipeline and put the answer on the wire.
+
+    ``shape_body`` / ``shape_chunk`` translate the chat answer for endpoints that speak another
+    wire format over the same pipeline (legacy completions).
+    """
+    ctx = board.new_context(headers, read_body)
     pipeline = board.pipeline
     try:
         await pipeline.start(ctx)
@@ -79,7 +104,7 @@ async def chat_completions(request: AnyRequest) -> Response[bytes] | Stream:
         assert ctx.completion is not None
         await pipeline.finish(ctx)
         return Response(
-            content=_encode(ctx.completion.body),
+            content=_encode(shape_body(ctx.completion.body)),
             media_type="application/json",
             headers={**ctx.response_headers, REQUEST_ID: ctx.request_id},
         )
@@ -97,7 +122,7 @@ async def chat_completions(request: AnyRequest) -> Response[bytes] | Stream:
         await pipeline.finish(ctx)
         return error_response(ctx.error, ctx.request_id, ctx.response_headers)
     return Stream(
-        _sse_body(board, ctx, first, events),
+        _sse_body(board, ctx, first, events, shape_chunk),
         media_type="text/event-stream",
         headers={
             **ctx.response_headers,
@@ -113,13 +138,14 @@ async def _sse_body(
     ctx: RequestContext,
     first: dict[str, Any] | None,
     events: AsyncGenerator[dict[str, Any], None],
+    shape_chunk: Shape,
 ) -> AsyncIterator[bytes]:
     finished = False
     try:
         if first is not None:
-            yield sse.event(first)
+            yield sse.event(shape_chunk(first))
         async for chunk in events:
-            yield sse.event(chunk)
+            yield sse.event(shape_chunk(chunk))
         finished = True
     finally:
         if not finished and ctx.error is None:
@@ -132,8 +158,24 @@ async def _sse_body(
     yield sse.DONE
 
 
+@post("/v1/embeddings", status_code=200)
+async def embeddings(request: AnyRequest) -> Response[bytes]:
+    board = switchboard_of(request)
+    tenant = _tenant_or_401(request, board)
+    request_id = uuid.uuid4().hex
+    try:
+        answer = await embed(board.runtime, tenant, await body_reader(request)(), request_id)
+    except GatewayError as exc:
+        return error_response(exc, request_id)
+    return Response(
+        content=_encode(answer.body),
+        media_type="application/json",
+        headers={**answer.headers, REQUEST_ID: request_id},
+    )
+
+
 def _tenant_or_401(request: AnyRequest, board: Switchboard) -> str:
-    key = presented_key(_headers(request))
+    key = presented_key(request_headers(request))
     tenant = board.runtime.keys.tenant_for(key) if key else None
     if tenant is None:
         raise AuthenticationFailed(
@@ -148,7 +190,7 @@ def _model_object(name: str) -> dict[str, Any]:
 
 @get("/v1/models")
 async def list_models(request: AnyRequest) -> Response[bytes]:
-    board = _switchboard(request)
+    board = switchboard_of(request)
     tenant = _tenant_or_401(request, board)
     runtime = board.runtime
     names = allowed_models(runtime.config, runtime.tenant(tenant))
@@ -158,7 +200,7 @@ async def list_models(request: AnyRequest) -> Response[bytes]:
 
 @get("/v1/models/{model_id:path}")
 async def retrieve_model(request: AnyRequest, model_id: FromPath[str]) -> Response[bytes]:
-    board = _switchboard(request)
+    board = switchboard_of(request)
     tenant = _tenant_or_401(request, board)
     runtime = board.runtime
     name = model_id.lstrip("/")
@@ -186,7 +228,7 @@ def _ledger_writable(board: Switchboard) -> bool:
 @get("/readyz")
 async def readyz(request: AnyRequest) -> Response[bytes]:
     """Readiness: config loaded, ledger writer alive, start-up finished."""
-    board = _switchboard(request)
+    board = switchboard_of(request)
     checks = {
         "started": board.ready,
         "ledger": await anyio.to_thread.run_sync(_ledger_writable, board),
@@ -202,8 +244,8 @@ async def readyz(request: AnyRequest) -> Response[bytes]:
 @get("/admin/report")
 async def admin_report(request: AnyRequest) -> Response[bytes]:
     """Spend report for finance (admin key): ?tenant=&since=&until=&group_by=&format=json|csv."""
-    board = _switchboard(request)
-    key = presented_key(_headers(request))
+    board = switchboard_of(request)
+    key = presented_key(request_headers(request))
     if key is None or not board.runtime.keys.is_admin(key):
         raise AuthenticationFailed("This endpoint needs the admin key (config: admin.keys).")
     params: Mapping[str, str] = request.query_params
@@ -230,4 +272,12 @@ async def admin_report(request: AnyRequest) -> Response[bytes]:
     return Response(content=render_json(report).encode(), media_type="application/json")
 
 
-ROUTES = [chat_completions, list_models, retrieve_model, healthz, readyz, admin_report]
+ROUTES = [
+    chat_completions,
+    embeddings,
+    list_models,
+    retrieve_model,
+    healthz,
+    readyz,
+    admin_report,
+]

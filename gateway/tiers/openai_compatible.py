@@ -53,7 +53,8 @@ class OpenAICompatibleTier:
         self.name = name
         self.model = model
         self.upstream_name = upstream_name
-        self._url = base_url.rstrip("/") + "/chat/completions"
+        self._base_url = base_url.rstrip("/")
+        self._url = self._base_url + "/chat/completions"
         self._api_key_env = api_key_env
         self._headers = {"content-type": "application/json", **(extra_headers or {})}
         if api_key:
@@ -85,11 +86,13 @@ class OpenAICompatibleTier:
             )
         return self._headers
 
-    async def complete(self, payload: Json) -> Completion:
+    async def post_json(self, path: str, payload: Json) -> Json:
+        """POST ``payload`` to ``{base_url}{path}`` and return the JSON object answered."""
         headers = self._request_headers()
+        url = self._url if path == "/chat/completions" else self._base_url + path
         with self._upstream_errors():
             async with self._session_for_loop().post(
-                self._url, data=_encode(payload), headers=headers
+                url, data=_encode(payload), headers=headers
             ) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
@@ -97,6 +100,10 @@ class OpenAICompatibleTier:
         body = self._decode_json(raw)
         if not isinstance(body, dict):
             raise UpstreamError(f"upstream {self.upstream_name!r} answered with a non-object")
+        return body
+
+    async def complete(self, payload: Json) -> Completion:
+        body = await self.post_json("/chat/completions", payload)
         normalise_completion(body, self.model)
         return Completion(
             body=body,

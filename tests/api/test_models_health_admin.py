@@ -120,9 +120,7 @@ def test_admin_report_sums_the_ledger_per_tenant(
 def test_admin_report_refuses_tenant_keys_and_bad_formats(gateway: GatewayServer) -> None:
     url = gateway.root_url + "/admin/report"
     assert httpx.get(url, headers={"authorization": f"Bearer {ACME_KEY}"}).status_code == 401
-    bad = httpx.get(
-        url, params={"format": "xml"}, headers={"authorization": f"Bearer {ADMIN_KEY}"}
-    )
+    bad = httpx.get(url, params={"format": "xml"}, headers={"authorization": f"Bearer {ADMIN_KEY}"})
     assert bad.status_code == 400 and "json or csv" in bad.json()["error"]["message"]
     bad_date = httpx.get(
         url, params={"since": "yesterday"}, headers={"authorization": f"Bearer {ADMIN_KEY}"}

@@ -61,6 +61,9 @@ tenants:
     allow_pin: false
 admin:
   keys: [{ env: ADMIN_KEY }]
+embeddings:
+  upstream: mock
+  model: text-embedding-3-small
 server:
   body_limit_bytes: 65536
   cors_origins: ["https://shop.example"]

@@ -339,6 +339,7 @@ class MockUpstream:
         self._stopping = asyncio.Event()
         app = web.Application(middlewares=[self._middleware])
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_get("/v1/models", self._list_models)
         app.router.add_get("/v1/models/{model}", self._get_model)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
@@ -473,6 +474,35 @@ class MockUpstream:
                 status=404,
             )
         return web.json_response(self._model_object(model))
+
+    @staticmethod
+    def embedding_for(text: str) -> list[float]:
+        """A deterministic 3-dimensional vector, so tests can check what came back."""
+        return [float(len(text)), float(len(text.split())), 0.5]
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        """POST /v1/embeddings: one vector per input; usage = words. Consumes a queued Status."""
+        body = await request.json()
+        behaviour = self._next_behaviour()
+        if isinstance(behaviour, Status):
+            return self._status(behaviour)
+        inputs = body.get("input")
+        texts = [inputs] if isinstance(inputs, str) else [str(t) for t in inputs or []]
+        words = sum(len(t.split()) for t in texts)
+        usage: dict[str, int] | None = {"prompt_tokens": words, "total_tokens": words}
+        if isinstance(behaviour, Reply) and not behaviour.include_usage:
+            usage = None
+        answer: dict[str, Any] = {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": self.embedding_for(t)}
+                for i, t in enumerate(texts)
+            ],
+            "model": body.get("model"),
+        }
+        if usage is not None:
+            answer["usage"] = usage
+        return web.json_response(answer)
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         try:
