@@ -20,12 +20,14 @@ from gateway.api.errors import (
 )
 from gateway.api.handlers import ROUTES
 from gateway.api.legacy import completions
+from gateway.api.metrics import metrics
 from gateway.config import LoadedConfig, load_config
 from gateway.errors import GatewayError
 from gateway.ledger import Ledger, SqliteLedger
 from gateway.runtime import build_runtime
 from gateway.service import Switchboard
 from gateway.settings import Settings
+from gateway.telemetry import Telemetry
 from gateway.tiers.base import Tier
 from gateway.tokens import configure_offline_tiktoken
 
@@ -46,6 +48,7 @@ def build_switchboard(
     tiers: Mapping[str, Tier] | None = None,
     env: Mapping[str, str] | None = None,
     announce: Callable[[str], None] = _announce,
+    telemetry: Telemetry | None = None,
 ) -> Switchboard:
     """Load the config, resolve keys and open the ledger: everything but the HTTP layer."""
     configure_offline_tiktoken()
@@ -63,7 +66,12 @@ def build_switchboard(
     # Load both tokenizers now, not on the event loop at the first request (~0.2 s each).
     for model in ("gpt-4", "gpt-4o"):
         runtime.tokens.count_text("warm up", model)
-    return Switchboard(runtime)
+    if telemetry is None:
+        cfg = loaded.config.telemetry
+        # Nothing would read spans or metrics: skip the ~25 µs per request.
+        if cfg.prometheus or cfg.otlp_endpoint:
+            telemetry = Telemetry.from_config(cfg)
+    return Switchboard(runtime, telemetry=telemetry)
 
 
 def create_app(settings: Settings, *, switchboard: Switchboard | None = None) -> Litestar:
@@ -94,7 +102,7 @@ def create_app(settings: Settings, *, switchboard: Switchboard | None = None) ->
             ],
         )
     app = Litestar(
-        route_handlers=[*ROUTES, completions],
+        route_handlers=[*ROUTES, completions, metrics],
         lifespan=[lifespan],
         cors_config=cors,
         request_max_body_size=server.body_limit_bytes,

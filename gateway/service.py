@@ -5,16 +5,29 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 
+import anyio
+
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.core import Pipeline
 from gateway.pipeline.stages import default_stages
 from gateway.runtime import Runtime, RuntimeHolder
+from gateway.telemetry import ObserveStage, Telemetry
 
 
 class Switchboard:
-    def __init__(self, runtime: Runtime, pipeline: Pipeline | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        pipeline: Pipeline | None = None,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self.runtimes = RuntimeHolder(runtime)
-        self.pipeline = pipeline or Pipeline(default_stages())
+        self.telemetry = telemetry
+        stages = default_stages()
+        if telemetry is not None:
+            # First, so its exit runs last and sees the final status and cost.
+            stages = [ObserveStage(telemetry), *stages]
+        self.pipeline = pipeline or Pipeline(stages)
         self.ready = False
 
     @property
@@ -37,3 +50,6 @@ class Switchboard:
         if self.runtime.embeddings is not None:
             await self.runtime.embeddings.aclose()
         self.runtime.ledger.close()
+        if self.telemetry is not None:
+            # Exporting blocks on the network (up to ~10 s when a collector is down).
+            await anyio.to_thread.run_sync(self.telemetry.shutdown)

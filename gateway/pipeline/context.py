@@ -56,6 +56,14 @@ class RequestContext:
     status: int = 200
     error: GatewayError | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
+    # The request's OpenTelemetry span (gateway.telemetry): kept here, not in a contextvar, because
+    # a stream's accounting finishes in another task than the one that started it.
+    span: Any = None
+    # The first choice's finish_reason once a stream has sent it (set by the stream relay): the
+    # cache stores only streams that finished with "stop".
+    finish_reason: str | None = None
+    # Set by the cache stage when this request's answer may be stored, and under which key.
+    cache_key: str | None = None
 
     @property
     def answered(self) -> bool:

@@ -126,3 +126,25 @@ def test_admin_report_refuses_tenant_keys_and_bad_formats(gateway: GatewayServer
         url, params={"since": "yesterday"}, headers={"authorization": f"Bearer {ADMIN_KEY}"}
     )
     assert bad_date.status_code == 400
+
+
+def test_metrics_are_readable_in_prometheus_format_after_requests(
+    client: openai.OpenAI, gateway: GatewayServer
+) -> None:
+    client.chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": "metrics please"}]
+    )
+
+    response = httpx.get(gateway.root_url + "/metrics")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    lines = response.text.splitlines()
+    assert "# TYPE switchboard_requests_total counter" in lines
+    assert any(
+        line.startswith("switchboard_requests_total{")
+        and 'tenant="acme"' in line
+        and 'route="small"' in line
+        for line in lines
+    )
+    assert any(line.startswith("switchboard_request_duration_seconds_bucket{") for line in lines)
