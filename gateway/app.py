@@ -21,6 +21,7 @@ from gateway.api.errors import (
 from gateway.api.handlers import ROUTES
 from gateway.api.legacy import completions
 from gateway.api.metrics import metrics
+from gateway.cache import build_cache_store
 from gateway.config import LoadedConfig, load_config
 from gateway.errors import GatewayError
 from gateway.ledger import Ledger, SqliteLedger
@@ -71,7 +72,11 @@ def build_switchboard(
         # Nothing would read spans or metrics: skip the ~25 µs per request.
         if cfg.prometheus or cfg.otlp_endpoint:
             telemetry = Telemetry.from_config(cfg)
-    return Switchboard(runtime, telemetry=telemetry)
+    return Switchboard(
+        runtime,
+        telemetry=telemetry,
+        cache_store=build_cache_store(loaded.config, settings.data_dir),
+    )
 
 
 def create_app(settings: Settings, *, switchboard: Switchboard | None = None) -> Litestar:
@@ -94,6 +99,9 @@ def create_app(settings: Settings, *, switchboard: Switchboard | None = None) ->
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["*"],
             expose_headers=[
+                "x-switchboard-cache",
+                "x-switchboard-cache-reason",
+                "x-switchboard-fallback",
                 "x-switchboard-route",
                 "x-switchboard-model",
                 "x-switchboard-reason",

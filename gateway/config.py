@@ -211,7 +211,7 @@ class CacheConfig(_Strict, frozen=True):
     enabled: bool = True
     # Seconds an answer stays valid.
     ttl_s: PositiveFloat = 24 * 3600
-    # Upper bound of the cache's size on disk (embedded) or per tenant in entries (redis).
+    # Upper bound of the cache's size: bytes on disk (embedded); entries in all (redis).
     max_bytes: PositiveInt = 256 * 1024 * 1024
     max_entries: PositiveInt = 100_000
     # Cache requests that name an order, an e-mail, a phone or an account number? Off: such

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import anyio
 
+from gateway.cache.store import CacheStore
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.core import Pipeline
 from gateway.pipeline.stages import default_stages
@@ -20,10 +21,12 @@ class Switchboard:
         runtime: Runtime,
         pipeline: Pipeline | None = None,
         telemetry: Telemetry | None = None,
+        cache_store: CacheStore | None = None,
     ) -> None:
         self.runtimes = RuntimeHolder(runtime)
         self.telemetry = telemetry
-        stages = default_stages()
+        self.cache_store = cache_store
+        stages = default_stages(cache_store)
         if telemetry is not None:
             # First, so its exit runs last and sees the final status and cost.
             stages = [ObserveStage(telemetry), *stages]
@@ -49,6 +52,8 @@ class Switchboard:
             await tier.aclose()
         if self.runtime.embeddings is not None:
             await self.runtime.embeddings.aclose()
+        if self.cache_store is not None:
+            await self.cache_store.aclose()
         self.runtime.ledger.close()
         if self.telemetry is not None:
             # Exporting blocks on the network (up to ~10 s when a collector is down).

@@ -22,6 +22,8 @@ import logging
 from collections.abc import Mapping
 from typing import Protocol
 
+from gateway.cache.stage import CacheStage
+from gateway.cache.store import CacheStore
 from gateway.chat import parse_chat_request
 from gateway.errors import AuthenticationFailed, RateLimited, UpstreamError
 from gateway.ledger import LedgerRecord
@@ -262,7 +264,7 @@ def header_safe(text: str, limit: int = 512) -> str:
     return text[:limit]
 
 
-def default_stages() -> list[Stage]:
+def default_stages(cache_store: CacheStore | None = None) -> list[Stage]:
     return [
         RecordInLedger(),
         Authenticate(),
@@ -270,5 +272,7 @@ def default_stages() -> list[Stage]:
         CountTokens(),
         Route(),
         Settle(),
+        # After routing (which checks the tenant may use the model) and before any tier.
+        *([CacheStage(cache_store)] if cache_store is not None else []),
         CallTier(),
     ]

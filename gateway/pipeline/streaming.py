@@ -71,6 +71,8 @@ async def relay(ctx: RequestContext) -> AsyncGenerator[dict[str, Any], None]:
             if not wants_usage:
                 chunk.pop("usage", None)
             for choice in choices:
+                if choice.get("index", 0) == 0 and isinstance(choice.get("finish_reason"), str):
+                    ctx.finish_reason = choice["finish_reason"]  # the cache stores only "stop"
                 delta = choice.get("delta")
                 if not isinstance(delta, dict):
                     delta = choice["delta"] = {}

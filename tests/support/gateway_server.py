@@ -61,6 +61,9 @@ tenants:
     allow_pin: false
 admin:
   keys: [{ env: ADMIN_KEY }]
+# Off here, so repeated requests reach the mock; tests/api/test_cache.py turns it on.
+cache:
+  enabled: false
 embeddings:
   upstream: mock
   model: text-embedding-3-small
