@@ -85,6 +85,13 @@ def create_app(settings: Settings, *, switchboard: Switchboard | None = None) ->
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        for tier in board.runtime.tiers.values():
+            warm_up = getattr(tier, "warm_up", None)  # in-process models load before "ready"
+            if warm_up is not None:
+                try:
+                    await warm_up()
+                except Exception as exc:  # noqa: BLE001 - the tier reports it per request
+                    log.warning("the %s tier could not load its model: %s", tier.name, exc)
         board.ready = True
         try:
             yield

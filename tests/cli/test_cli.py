@@ -128,7 +128,7 @@ def test_config_check_accepts_the_shipped_default() -> None:
     result = run("config", "check", "config/gateway.yaml")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == "config/gateway.yaml: ok"
-    assert "small = smollm2:135m, large = gpt-4o" in result.stdout
+    assert "small = smollm2-135m-instruct, large = gpt-4o" in result.stdout
     assert result.stderr == ""
 
 
