@@ -19,6 +19,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -200,6 +201,7 @@ _INSERT = f"INSERT INTO requests ({_COLUMNS}) VALUES ({', '.join('?' * 21)})"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 _BATCH_SIZE = 500
+_LINGER_S = 0.02
 _PAGE_SIZE = 1000
 _RETRY_FIRST_DELAY = 0.05
 _RETRY_MAX_DELAY = 5.0
@@ -398,19 +400,27 @@ class SqliteLedger:
             batch: list[LedgerRecord] = []
             barriers: list[_Barrier] = []
             item = q.get()
+            # Under load, wait briefly for more records so one commit carries many: a commit per
+            # request costs more CPU than the request's own pipeline. A flush or close (barrier)
+            # ends the wait at once.
+            deadline = time.monotonic() + _LINGER_S
             while True:
                 if isinstance(item, _Barrier):
                     barriers.append(item)
-                    if item.stop:
-                        break  # close() guarantees nothing was enqueued after the stop barrier
-                else:
-                    batch.append(item)
-                    if len(batch) >= _BATCH_SIZE:
-                        break
+                    break  # close() guarantees nothing was enqueued after the stop barrier
+                batch.append(item)
+                if len(batch) >= _BATCH_SIZE:
+                    break
                 try:
                     item = q.get_nowait()
                 except queue.Empty:
-                    break
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        item = q.get(timeout=remaining)
+                    except queue.Empty:
+                        break
             if batch and not self._write(batch):
                 lost = len(batch) + sum(1 for i in _drain(q) if isinstance(i, LedgerRecord))
                 logger.error(
