@@ -219,6 +219,9 @@ class CacheConfig(_Strict, frozen=True):
     # Cache requests that name an order, an e-mail, a phone or an account number? Off: such
     # answers are about one customer.
     personalised: bool = False
+    # Store an answer once its request has missed this many times: 2 keeps one-off requests
+    # (most traffic, and the likeliest to be personal) off the disk; 1 stores every answer.
+    admit_after: Annotated[int, Meta(ge=1, le=10)] = 2
 
 
 class RedisConfig(_Strict, frozen=True):

@@ -25,7 +25,7 @@ import msgspec
 
 from gateway.cache.key import cache_key, is_personalised_request, uncacheable_reason
 from gateway.cache.store import CacheStore
-from gateway.config import TIER_NAMES
+from gateway.config import TIER_NAMES, CacheConfig
 from gateway.pipeline.context import RequestContext
 from gateway.tiers.base import Completion, Json, TokenLogprob
 from gateway.usage import Usage
@@ -96,6 +96,8 @@ class CacheStage:
         self.store = store
         self._max_pieces = max_pieces
         self._min_piece_chars = min_piece_chars
+        # Keys seen once and not stored yet (see CacheConfig.admit_after), oldest first.
+        self._seen: dict[str, None] = {}
 
     async def enter(self, ctx: RequestContext) -> None:
         assert ctx.request is not None and ctx.tenant is not None
@@ -122,8 +124,28 @@ class CacheStage:
         entry = self._read(await self.store.get(key))
         if entry is None:
             headers[CACHE_HEADER] = "miss"
+            if ctx.cache_key is not None and not self._admit(key, config.admit_after, config):
+                ctx.cache_key = None
             return
         self._answer(ctx, entry)
+
+    def _admit(self, key: str, admit_after: int, config: CacheConfig) -> bool:
+        """Whether this miss's answer should be stored: only once its request came back.
+
+        With ``admit_after: 2`` (the default) one-off requests, most of a support stream and the
+        likeliest to be about one customer, never reach the disk; a request asked again is
+        stored on its second miss and served from then on. The memory of seen keys is per
+        process and bounded like the cache.
+        """
+        if admit_after <= 1:
+            return True
+        if key in self._seen:
+            del self._seen[key]
+            return True
+        self._seen[key] = None
+        if len(self._seen) > config.max_entries:
+            del self._seen[next(iter(self._seen))]
+        return False
 
     @staticmethod
     def _read(raw: bytes | None) -> CacheEntry | None:

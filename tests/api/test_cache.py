@@ -19,7 +19,9 @@ from tests.support.gateway_server import (
 from tests.support.mock_upstream import MockUpstream
 from tests.support.openai_spec import SpecValidator
 
-CACHED_CONFIG = TEST_CONFIG.replace("cache:\n  enabled: false\n", "cache:\n  enabled: true\n")
+CACHED_CONFIG = TEST_CONFIG.replace(
+    "cache:\n  enabled: false\n", "cache:\n  enabled: true\n  admit_after: 1\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -109,4 +111,16 @@ def test_a_request_about_one_order_is_not_cached(
     again = ask(gateway, "where is order 123456789")
 
     assert again.headers["x-switchboard-cache"] != "hit"
+    assert len(upstream.history) == 2
+
+
+def test_by_default_an_answer_is_stored_only_once_its_request_comes_back(
+    mock_upstream: MockUpstream, upstream: MockUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    config = TEST_CONFIG.replace("cache:\n  enabled: false\n", "cache:\n  enabled: true\n")
+    data_dir = tmp_path_factory.mktemp("admit-data")
+    with GatewayServer(data_dir, gateway_env(mock_upstream.base_url), config) as server:
+        answers = [ask(server, "can I change my delivery address") for _ in range(3)]
+
+    assert [a.headers["x-switchboard-cache"] for a in answers] == ["miss", "miss", "hit"]
     assert len(upstream.history) == 2

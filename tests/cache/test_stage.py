@@ -53,6 +53,7 @@ cache:
   ttl_s: 60
   enabled: {enabled}
   personalised: {personalised}
+  admit_after: 1
 """
 
 QUESTION = "How do I return an item?"
