@@ -178,7 +178,6 @@ class ModelAlias(_Strict, frozen=True):
     """A model name bots may send. `route: auto` lets the router choose; a tier name pins it."""
 
     route: NonEmpty = AUTO
-    description: str = ""
 
 
 class Condition(_Strict, frozen=True):
