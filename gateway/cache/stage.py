@@ -96,8 +96,8 @@ class CacheStage:
         self.store = store
         self._max_pieces = max_pieces
         self._min_piece_chars = min_piece_chars
-        # Keys seen once and not stored yet (see CacheConfig.admit_after), oldest first.
-        self._seen: dict[str, None] = {}
+        # Misses per key not stored yet (see CacheConfig.admit_after), oldest key first.
+        self._seen: dict[str, int] = {}
 
     async def enter(self, ctx: RequestContext) -> None:
         assert ctx.request is not None and ctx.tenant is not None
@@ -139,10 +139,10 @@ class CacheStage:
         """
         if admit_after <= 1:
             return True
-        if key in self._seen:
-            del self._seen[key]
+        misses = self._seen.pop(key, 0) + 1
+        if misses >= admit_after:
             return True
-        self._seen[key] = None
+        self._seen[key] = misses
         if len(self._seen) > config.max_entries:
             del self._seen[next(iter(self._seen))]
         return False

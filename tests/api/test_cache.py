@@ -124,3 +124,16 @@ def test_by_default_an_answer_is_stored_only_once_its_request_comes_back(
 
     assert [a.headers["x-switchboard-cache"] for a in answers] == ["miss", "miss", "hit"]
     assert len(upstream.history) == 2
+
+
+def test_admit_after_three_stores_on_the_third_miss(
+    mock_upstream: MockUpstream, upstream: MockUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    config = TEST_CONFIG.replace(
+        "cache:\n  enabled: false\n", "cache:\n  enabled: true\n  admit_after: 3\n"
+    )
+    data_dir = tmp_path_factory.mktemp("admit3-data")
+    with GatewayServer(data_dir, gateway_env(mock_upstream.base_url), config) as server:
+        answers = [ask(server, "is there a student discount") for _ in range(4)]
+
+    assert [a.headers["x-switchboard-cache"] for a in answers] == ["miss", "miss", "miss", "hit"]
