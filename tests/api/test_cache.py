@@ -3,10 +3,12 @@ not, per tenant, with the per-request opt-outs, and recorded in the ledger at co
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
+import redis
 
 from tests.conftest import ledger_record
 from tests.support.gateway_server import (
@@ -137,3 +139,31 @@ def test_admit_after_three_stores_on_the_third_miss(
         answers = [ask(server, "is there a student discount") for _ in range(4)]
 
     assert [a.headers["x-switchboard-cache"] for a in answers] == ["miss", "miss", "miss", "hit"]
+
+
+def test_with_state_redis_two_gateways_share_one_cache(
+    mock_upstream: MockUpstream, upstream: MockUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    prefix = f"switchboard-test-{uuid.uuid4().hex[:8]}:"
+    config = TEST_CONFIG.replace(
+        "cache:\n  enabled: false\n",
+        "cache:\n  enabled: true\n  admit_after: 1\n"
+        f'state: redis\nredis:\n  url: redis://127.0.0.1:6379/15\n  key_prefix: "{prefix}"\n',
+    )
+    env = gateway_env(mock_upstream.base_url)
+    try:
+        with (
+            GatewayServer(tmp_path_factory.mktemp("redis-a"), env, config) as first,
+            GatewayServer(tmp_path_factory.mktemp("redis-b"), env, config) as second,
+        ):
+            stored = ask(first, "do you ship to Canada")
+            served = ask(second, "do you ship to Canada")
+    finally:
+        client = redis.Redis.from_url("redis://127.0.0.1:6379/15")
+        for key in client.scan_iter(f"{prefix}*"):
+            client.delete(key)
+        client.close()
+
+    assert stored.headers["x-switchboard-cache"] == "miss"
+    assert served.headers["x-switchboard-cache"] == "hit"
+    assert len(upstream.history) == 1
