@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,6 @@ from gateway.cache import CacheStage, DiskCacheStore, RedisStore, build_cache_st
 from gateway.cache.store import CacheStore
 from gateway.config import parse_config
 from gateway.errors import UpstreamError, UpstreamUnavailable
-from gateway.ledger import LedgerQuery, LedgerRecord, SummaryRow
 from gateway.pipeline.context import CLIENT_CLOSED, RequestContext
 from gateway.pipeline.core import Pipeline
 from gateway.pipeline.stages import (
@@ -31,6 +30,7 @@ from gateway.pipeline.streaming import relay
 from gateway.runtime import Runtime, build_runtime
 from gateway.tiers.base import Completion, TokenLogprob
 from gateway.usage import Usage
+from tests.support.fakes import FakeLedger
 from tests.support.mock_upstream import free_port
 
 CONFIG = """
@@ -57,29 +57,6 @@ cache:
 """
 
 QUESTION = "How do I return an item?"
-
-
-class FakeLedger:
-    def __init__(self) -> None:
-        self.history: list[LedgerRecord] = []
-
-    def record(self, rec: LedgerRecord) -> None:
-        self.history.append(rec)
-
-    def flush(self, timeout: float = 10.0) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
-
-    def records(self, query: LedgerQuery) -> Iterator[LedgerRecord]:
-        return iter(self.history)
-
-    def count(self, query: LedgerQuery) -> int:
-        return len(self.history)
-
-    def summarize(self, query: LedgerQuery, group_by: Sequence[str]) -> list[SummaryRow]:
-        raise NotImplementedError("not needed by these tests")
 
 
 @dataclass

@@ -23,7 +23,6 @@ from gateway.api.metrics import metrics
 from gateway.chat import parse_chat_request
 from gateway.config import TelemetryConfig, parse_config
 from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, UpstreamUnavailable
-from gateway.ledger import LedgerRecord
 from gateway.pipeline.context import CLIENT_CLOSED, RequestContext
 from gateway.pipeline.core import Pipeline
 from gateway.routing.policy import RoutingDecision
@@ -40,6 +39,7 @@ from gateway.telemetry import (
 )
 from gateway.tiers.base import Completion
 from gateway.usage import Usage
+from tests.support.fakes import FakeLedger
 
 CONFIG = """
 upstreams:
@@ -54,20 +54,6 @@ tenants:
   acme:
     keys: [{ env: ACME_KEY }]
 """
-
-
-class FakeLedger:
-    def __init__(self) -> None:
-        self.history: list[LedgerRecord] = []
-
-    def record(self, rec: LedgerRecord) -> None:
-        self.history.append(rec)
-
-    def flush(self, timeout: float = 10.0) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
 
 
 @pytest.fixture(scope="module")
