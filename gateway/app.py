@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -21,11 +22,14 @@ from gateway.api.errors import (
 from gateway.api.handlers import ROUTES
 from gateway.api.legacy import completions
 from gateway.api.metrics import metrics
+from gateway.api.routing import ROUTING_ROUTES
 from gateway.cache import build_cache_store
 from gateway.config import LoadedConfig, load_config
 from gateway.errors import GatewayError
+from gateway.feedback import FeedbackStore
 from gateway.ledger import Ledger, SqliteLedger
 from gateway.runtime import build_runtime
+from gateway.reload import ConfigReloader
 from gateway.service import Switchboard
 from gateway.settings import Settings
 from gateway.telemetry import Telemetry
@@ -53,12 +57,15 @@ def build_switchboard(
 ) -> Switchboard:
     """Load the config, resolve keys and open the ledger: everything but the HTTP layer."""
     configure_offline_tiktoken()
+    # Only a config read from a file can be reloaded (SIGHUP, file change).
+    from_file = loaded is None
     loaded = loaded or load_config(settings.config_path)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    the_ledger: Ledger = ledger or SqliteLedger(settings.ledger_path)
     runtime = build_runtime(
         loaded,
         data_dir=settings.data_dir,
-        ledger=ledger or SqliteLedger(settings.ledger_path),
+        ledger=the_ledger,
         env=os.environ if env is None else env,
         announce=announce,
         warn=log.warning,
@@ -72,11 +79,19 @@ def build_switchboard(
         # Nothing would read spans or metrics: skip the ~25 µs per request.
         if cfg.prometheus or cfg.otlp_endpoint:
             telemetry = Telemetry.from_config(cfg)
-    return Switchboard(
+    board = Switchboard(
         runtime,
         telemetry=telemetry,
         cache_store=build_cache_store(loaded.config, settings.data_dir),
+        feedback=(
+            FeedbackStore(the_ledger.path) if isinstance(the_ledger, SqliteLedger) else None
+        ),
     )
+    if from_file:
+        board.reloader = ConfigReloader(
+            board, settings.config_path, data_dir=settings.data_dir, env=env, announce=announce
+        )
+    return board
 
 
 def create_app(settings: Settings, *, switchboard: Switchboard | None = None) -> Litestar:
@@ -92,11 +107,19 @@ def create_app(settings: Settings, *, switchboard: Switchboard | None = None) ->
                     await warm_up()
                 except Exception as exc:  # noqa: BLE001 - the tier reports it per request
                     log.warning("the %s tier could not load its model: %s", tier.name, exc)
+        watcher: asyncio.Task[None] | None = None
+        reloader = board.reloader
+        if reloader is not None:
+            reloader.install_sighup()
+            if server.watch_config:
+                watcher = asyncio.create_task(reloader.watch(server.watch_interval_s))
         board.ready = True
         try:
             yield
         finally:
             board.ready = False
+            if watcher is not None:
+                watcher.cancel()
             await board.aclose()
 
     cors = None
@@ -117,7 +140,7 @@ def create_app(settings: Settings, *, switchboard: Switchboard | None = None) ->
             ],
         )
     app = Litestar(
-        route_handlers=[*ROUTES, completions, metrics],
+        route_handlers=[*ROUTES, *ROUTING_ROUTES, completions, metrics],
         lifespan=[lifespan],
         cors_config=cors,
         request_max_body_size=server.body_limit_bytes,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 import yaml
@@ -197,10 +198,41 @@ class Rule(_Strict, frozen=True):
     name: str = ""
 
 
+class ClassifierConfig(_Strict, frozen=True):
+    """The difficulty classifier: a score in [0, 1], "how likely the small tier's answer is worse
+    than the large tier's"; requests scoring at or above the threshold go to the large tier."""
+
+    enabled: bool = True
+    # A weights file from `gateway train-router` (empty: router-v1, shipped in the package).
+    weights: str | None = None
+    # Gateway-wide threshold; a tenant's `routing_threshold` overrides it.
+    threshold: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.5
+
+
+class HealthConfig(_Strict, frozen=True):
+    """Passive tier health: a tier that keeps failing is skipped for a while, then tried again."""
+
+    # Consecutive failed calls (5xx, timeouts, connection errors) that mark a tier unhealthy.
+    failures: PositiveInt = 3
+    # Seconds an unhealthy tier is skipped before one request may try it again.
+    cooldown_s: PositiveFloat = 30.0
+
+
+ROUTER_STEPS: tuple[str, ...] = ("rules", "classifier")
+
+
 class RouterConfig(_Strict, frozen=True):
-    # Tier used when no rule matches.
+    # Tier used when no step decides (no rule matched and the classifier is off).
     default: NonEmpty
     rules: list[Rule] = []
+    # The deciding steps in the order they are tried; the first that decides wins. Capabilities
+    # and health always filter the tiers first; the tenant's budget may downgrade afterwards.
+    order: list[Literal["rules", "classifier"]] = msgspec.field(
+        default_factory=lambda: ["rules", "classifier"]
+    )
+    # Unset: no classifier (the router uses rules and the default only).
+    classifier: ClassifierConfig | None = None
+    health: HealthConfig = HealthConfig()
     # Where a request goes when its tier fails, is full or times out before the first byte:
     # tier -> tiers to try next, in order. Unset: each configured tier falls back to the other.
     fallbacks: dict[str, list[NonEmpty]] | None = None
@@ -259,6 +291,20 @@ class TenantConfig(_Strict, frozen=True):
     baseline_tier: Literal["small", "large"] | None = None
     # Use the response cache for this tenant (when `cache.enabled`).
     cache: bool = True
+    # Classifier threshold for this tenant (unset: router.classifier.threshold). Lower sends
+    # more requests to the large tier; `gateway calibrate` finds one for a target share.
+    routing_threshold: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
+    # IANA time zone: budget periods and report days follow it (e.g. Asia/Shanghai).
+    timezone: NonEmpty = "UTC"
+
+    def __post_init__(self) -> None:
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {self.timezone!r}; use an IANA name such as "
+                "'UTC', 'Asia/Shanghai' or 'America/New_York'"
+            ) from None
 
 
 class ServerConfig(_Strict, frozen=True):
@@ -266,6 +312,10 @@ class ServerConfig(_Strict, frozen=True):
     body_limit_bytes: PositiveInt = 8 * 1024 * 1024
     # Browser origins allowed to call the API (CORS); none by default.
     cors_origins: list[NonEmpty] = []
+    # Reload the config file when its content changes (it is also reloaded on SIGHUP).
+    watch_config: bool = True
+    # How often the file is checked, in seconds.
+    watch_interval_s: PositiveFloat = 2.0
 
 
 class AdminConfig(_Strict, frozen=True):
@@ -442,6 +492,23 @@ def load_config(path: Path | str, *, env: Mapping[str, str] | None = None) -> Lo
     return parse_config(text, source=str(path), env=env)
 
 
+def _check_weights(path: str, source: str) -> None:
+    from gateway.routing.classifier import DifficultyClassifier
+
+    try:
+        DifficultyClassifier.load(Path(path).expanduser())
+    except OSError as exc:
+        raise ConfigError(
+            f"{source}: $.router.classifier.weights: cannot read {path!r}: {exc.strerror}; "
+            "give a file written by `gateway train-router`, or leave it empty for the shipped one"
+        ) from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"{source}: $.router.classifier.weights: {path!r} is not a weights file ({exc}); "
+            "give a file written by `gateway train-router`"
+        ) from None
+
+
 def _check(config: GatewayConfig, source: str) -> PriceTable:
     """Cross-field checks msgspec cannot express; returns the price table the config implies."""
 
@@ -503,6 +570,12 @@ def _check(config: GatewayConfig, source: str) -> PriceTable:
             ) from None
 
     check_tier("$.router.default", config.router.default, allow_auto=False)
+    order = config.router.order
+    for i, step in enumerate(order):
+        if step in order[:i]:
+            raise fail(f"$.router.order[{i}]", f"step {step!r} is listed twice")
+    if config.router.classifier is not None and config.router.classifier.weights:
+        _check_weights(config.router.classifier.weights, source)
     for i, rule in enumerate(config.router.rules):
         check_tier(f"$.router.rules[{i}].route", rule.route, allow_auto=False)
     for tier_name, targets in (config.router.fallbacks or {}).items():

@@ -179,6 +179,45 @@ MIGRATIONS: list[tuple[str, str]] = [
         "0004_add_requests_attempts",
         "ALTER TABLE requests ADD COLUMN attempts TEXT NOT NULL DEFAULT '[]'",
     ),
+    (
+        # Verdicts on answers (POST /v1/feedback); the latest verdict per request wins.
+        "0005_feedback",
+        """
+        CREATE TABLE feedback (
+            request_id TEXT    PRIMARY KEY,
+            tenant     TEXT    NOT NULL,
+            verdict    TEXT    NOT NULL,
+            comment    TEXT,
+            ts_us      INTEGER NOT NULL
+        )
+        """,
+    ),
+    (
+        # Daily totals kept for good: `gateway ledger prune` writes a day here and deletes its raw
+        # records in one transaction. "day" is the tenant's local date in time_zone, start_us its
+        # first instant; '' stands for no model / no end user.
+        "0006_daily_aggregates",
+        """
+        CREATE TABLE daily_aggregates (
+            tenant            TEXT    NOT NULL,
+            day               TEXT    NOT NULL,
+            time_zone         TEXT    NOT NULL,
+            start_us          INTEGER NOT NULL,
+            route             TEXT    NOT NULL,
+            model             TEXT    NOT NULL,
+            end_user          TEXT    NOT NULL,
+            status_class      TEXT    NOT NULL,
+            requests          INTEGER NOT NULL,
+            errors            INTEGER NOT NULL,
+            cache_hits        INTEGER NOT NULL,
+            prompt_tokens     INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL,
+            cost_micros       INTEGER NOT NULL,
+            large_cost_micros INTEGER NOT NULL,
+            PRIMARY KEY (tenant, day, route, model, end_user, status_class)
+        )
+        """,
+    ),
 ]
 
 # SQL expression per group_by column. Values are TEXT so that keys compare and print uniformly.

@@ -7,13 +7,15 @@ never changes a request midway.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.config import GatewayConfig, LoadedConfig, TenantConfig, TierConfig, UpstreamConfig
 from gateway.keys import KeyRing, build_keyring
 from gateway.ledger import Ledger
 from gateway.pricing import PriceTable
+from gateway.routing.classifier import DifficultyClassifier, default_classifier
+from gateway.routing.health import TierHealth
 from gateway.routing.policy import RoutingState
 from gateway.tiers.base import Tier
 from gateway.tiers.openai_compatible import OpenAICompatibleTier
@@ -31,6 +33,8 @@ class Runtime:
     routing_state: RoutingState
     # The model behind POST /v1/embeddings, if one is configured.
     embeddings: OpenAICompatibleTier | None = None
+    # Outcomes of tier calls; carried over to the next runtime on reload.
+    health: TierHealth = field(default_factory=TierHealth)
 
     @property
     def config(self) -> GatewayConfig:
@@ -56,7 +60,17 @@ def routing_state(loaded: LoadedConfig, tiers: frozenset[str]) -> RoutingState:
         available_tiers=tiers,
         capabilities={t: loaded.capabilities(t) for t in tiers},
         fallback_order={t: tuple(loaded.fallbacks(t)) for t in tiers},
+        classifier=load_classifier(loaded),
     )
+
+
+def load_classifier(loaded: LoadedConfig) -> DifficultyClassifier | None:
+    cfg = loaded.config.router.classifier
+    if cfg is None or not cfg.enabled:
+        return None
+    if not cfg.weights:
+        return default_classifier()
+    return DifficultyClassifier.load(Path(cfg.weights).expanduser())
 
 
 def build_tiers(config: GatewayConfig, env: Mapping[str, str]) -> dict[str, Tier]:
@@ -120,6 +134,7 @@ def build_runtime(
     warn: Callable[[str], None],
     tiers: Mapping[str, Tier] | None = None,
     tokens: TokenCounter | None = None,
+    health: TierHealth | None = None,
 ) -> Runtime:
     keys = build_keyring(loaded.config, data_dir=data_dir, env=env, announce=announce, warn=warn)
     if tiers is None:
@@ -132,7 +147,17 @@ def build_runtime(
         tokens=tokens or TokenCounter(),
         routing_state=routing_state(loaded, frozenset(tiers)),
         embeddings=build_embeddings(loaded.config, env),
+        health=configured_health(loaded, health),
     )
+
+
+def configured_health(loaded: LoadedConfig, previous: TierHealth | None) -> TierHealth:
+    """The health tracker with this config's thresholds, keeping what ``previous`` observed."""
+    cfg = loaded.config.router.health
+    health = previous or TierHealth()
+    health.failures = cfg.failures
+    health.cooldown_s = cfg.cooldown_s
+    return health
 
 
 def build_embeddings(config: GatewayConfig, env: Mapping[str, str]) -> OpenAICompatibleTier | None:

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING
 
 import anyio
 
 from gateway.cache.store import CacheStore
+from gateway.feedback import FeedbackStore
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.core import Pipeline
 from gateway.pipeline.stages import default_stages
 from gateway.runtime import Runtime, RuntimeHolder
 from gateway.telemetry import ObserveStage, Telemetry
+
+if TYPE_CHECKING:
+    from gateway.reload import ConfigReloader
 
 
 class Switchboard:
@@ -22,8 +27,12 @@ class Switchboard:
         pipeline: Pipeline | None = None,
         telemetry: Telemetry | None = None,
         cache_store: CacheStore | None = None,
+        feedback: FeedbackStore | None = None,
     ) -> None:
         self.runtimes = RuntimeHolder(runtime)
+        self.feedback = feedback
+        # Set when the config came from a file: reloads it on SIGHUP or change.
+        self.reloader: ConfigReloader | None = None
         self.telemetry = telemetry
         self.cache_store = cache_store
         stages = default_stages(cache_store)
@@ -55,6 +64,10 @@ class Switchboard:
         if self.cache_store is not None:
             await self.cache_store.aclose()
         self.runtime.ledger.close()
+        if self.feedback is not None:
+            self.feedback.close()
+        if self.reloader is not None:
+            await self.reloader.aclose()
         if self.telemetry is not None:
             # Exporting blocks on the network (up to ~10 s when a collector is down).
             await anyio.to_thread.run_sync(self.telemetry.shutdown)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.chat import ChatRequest
 from gateway.errors import GatewayError
-from gateway.routing.policy import RoutingDecision
+from gateway.routing.policy import BudgetSignal, RoutingDecision
 from gateway.tiers.base import Completion, CompletionStream
 from gateway.usage import Usage
 
@@ -38,6 +38,8 @@ class RequestContext:
     payload: dict[str, Any] = field(default_factory=dict)
     prompt_tokens: int = 0
     decision: RoutingDecision | None = None
+    # The tenant's budget state for the router (set by the budget stage, before routing).
+    budget_signal: BudgetSignal | None = None
 
     # The answer: exactly one of these is set once the tier stage has run.
     completion: Completion | None = None

@@ -104,6 +104,10 @@ class CountTokens(_Stage):
 class Route(_Stage):
     name = "route"
 
+    def __init__(self, *, claim_trial: bool = True) -> None:
+        # False for /v1/route/explain: asking must not use up an unhealthy tier's trial request.
+        self.claim_trial = claim_trial
+
     async def enter(self, ctx: RequestContext) -> None:
         assert ctx.request is not None and ctx.tenant is not None
         runtime = ctx.runtime
@@ -116,14 +120,25 @@ class Route(_Stage):
             has_tools=bool(request.tools),
             has_images=request.has_images(),
             wants_response_format=ctx.payload.get("response_format") is not None,
+            messages=ctx.payload["messages"],
         )
-        state = runtime.routing_state
-        decision = decide(route_request, runtime.tenant(ctx.tenant), state, runtime.config)
+        decision = decide(
+            route_request,
+            runtime.tenant(ctx.tenant),
+            runtime.routing_state,
+            runtime.config,
+            unhealthy=(
+                runtime.health.unhealthy() if self.claim_trial else runtime.health.unhealthy_now()
+            ),
+            budget=ctx.budget_signal,
+        )
         ctx.decision = decision
         ctx.model = runtime.tiers[decision.route].model
         ctx.response_headers["x-switchboard-route"] = decision.route
         ctx.response_headers["x-switchboard-model"] = ctx.model
         ctx.response_headers["x-switchboard-reason"] = header_safe("; ".join(decision.reasons))
+        if decision.score is not None:
+            ctx.response_headers["x-switchboard-difficulty"] = f"{decision.score:.3f}"
 
 
 class Settle(_Stage):
@@ -164,6 +179,7 @@ class CallTier(_Stage):
             try:
                 await self._call(ctx, route)
             except (UpstreamError, RateLimited) as exc:
+                ctx.runtime.health.record_failure(route)
                 ctx.attempts.append(f"{route}: {exc.status} {exc.code}: {exc.message}")
                 if i + 1 == len(candidates):
                     raise
@@ -175,6 +191,7 @@ class CallTier(_Stage):
                     candidates[i + 1],
                 )
                 continue
+            ctx.runtime.health.record_success(route)
             ctx.served_by = route
             if ctx.attempts:
                 ctx.response_headers["x-switchboard-route"] = route

@@ -1,18 +1,28 @@
 """The routing decision point: a pure function of (request, tenant, state) → decision with reasons.
 
-Order: the model name the bot sent (a pinned alias wins when the tenant may pin), then the
-config's rules top to bottom (first match wins), then the router's default tier. The difficulty
-classifier (routing issue) and budget state (budgets issue) plug in here as more inputs; nothing
-outside this module decides a route.
+Order, every step named in the decision's reasons:
+
+1. filters: tiers that cannot take the request (capabilities) or are failing their health checks
+   are removed (if every tier is unhealthy, all are kept: trying beats refusing);
+2. the model name the bot sent: a pinned alias wins when the tenant may pin;
+3. the deciding steps in ``router.order`` (default: rules, then the classifier); first wins;
+4. the router's default tier;
+5. the tenant's budget state may downgrade the result (large → small).
+
+Nothing outside this module decides a route.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from gateway.config import AUTO, Condition, GatewayConfig, ResolvedCapabilities, TenantConfig
 from gateway.errors import InvalidRequest, ModelNotFound
+
+if TYPE_CHECKING:
+    from gateway.routing.classifier import DifficultyClassifier
 
 Feature = float | int | str | bool
 
@@ -28,6 +38,19 @@ class RouteRequest:
     has_tools: bool = False
     has_images: bool = False
     wants_response_format: bool = False
+    # The conversation, for the classifier (scored only when the classifier step is reached).
+    messages: Sequence[Mapping[str, Any]] = ()
+    # A score computed earlier (replay of logged requests); skips the classifier.
+    difficulty: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetSignal:
+    """The tenant's budget state as the router sees it (filled by the budget stage)."""
+
+    # Send requests that would go to the large tier here instead (soft limit reached).
+    downgrade_to: str | None = None
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +63,8 @@ class RoutingState:
     capabilities: Mapping[str, ResolvedCapabilities] = field(default_factory=dict)
     # Tier -> tiers to try next when it fails before its first byte.
     fallback_order: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # The difficulty classifier when `router.classifier` is configured and enabled.
+    classifier: DifficultyClassifier | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +75,10 @@ class RoutingDecision:
     pinned: bool = False
     # Tiers to try, in order, if ``route`` fails before its first byte (all able to serve it).
     fallbacks: tuple[str, ...] = ()
+    # The classifier's score and the features that drove it, when the classifier was asked.
+    score: float | None = None
+    top_features: tuple[tuple[str, float], ...] = ()
+    threshold: float | None = None
 
 
 def unfit_reason(request: RouteRequest, caps: ResolvedCapabilities) -> str | None:
@@ -78,6 +107,9 @@ def decide(
     tenant: TenantConfig,
     state: RoutingState,
     config: GatewayConfig,
+    *,
+    unhealthy: frozenset[str] = frozenset(),
+    budget: BudgetSignal | None = None,
 ) -> RoutingDecision:
     """Choose the tier for one request. Raises ModelNotFound for a name the tenant may not use."""
     features: dict[str, Feature] = {
@@ -106,24 +138,44 @@ def decide(
     if unfit and len(unfit) == len(state.available_tiers):
         detail = "; ".join(f"{tier} {why}" for tier, why in unfit.items())
         raise InvalidRequest(f"No configured tier can serve this request: {detail}.")
-    if unfit:
-        reasons.extend(f"{tier} {why}" for tier, why in unfit.items())
-        state = RoutingState(
-            available_tiers=state.available_tiers - frozenset(unfit),
-            capabilities=state.capabilities,
-            fallback_order=state.fallback_order,
-        )
+    available = state.available_tiers - frozenset(unfit)
+    reasons.extend(f"{tier} {why}" for tier, why in unfit.items())
+    failing = available & unhealthy
+    if failing and failing != available:
+        available -= failing
+        reasons.extend(f"{tier} failing its health checks, skipped" for tier in sorted(failing))
+    if available != state.available_tiers:
+        state = replace(state, available_tiers=available)
     decision = _choose(request, tenant, state, config, model, alias.route, reasons, features)
+    if budget is not None and budget.downgrade_to and not decision.pinned:
+        decision = _downgrade(decision, budget, state)
+    if decision.score is not None:
+        features["difficulty"] = round(decision.score, 4)
     fallbacks = tuple(
         t for t in state.fallback_order.get(decision.route, ()) if t in state.available_tiers
     )
-    return RoutingDecision(
-        route=decision.route,
-        reasons=decision.reasons,
-        features=features,
-        pinned=decision.pinned,
-        fallbacks=fallbacks,
-    )
+    return replace(decision, features=features, fallbacks=fallbacks)
+
+
+def _downgrade(
+    decision: RoutingDecision, budget: BudgetSignal, state: RoutingState
+) -> RoutingDecision:
+    target = budget.downgrade_to
+    if decision.route != "large" or target is None or target == decision.route:
+        return decision
+    if target not in state.available_tiers:
+        why = f"budget: {budget.reason}; {target} cannot serve it, kept {decision.route}"
+        return replace(decision, reasons=(*decision.reasons, why))
+    why = f"budget: {budget.reason}; downgraded {decision.route} -> {target}"
+    return replace(decision, route=target, reasons=(*decision.reasons, why))
+
+
+def threshold_for(tenant: TenantConfig, config: GatewayConfig) -> float:
+    """The classifier threshold this tenant's requests are held against."""
+    if tenant.routing_threshold is not None:
+        return tenant.routing_threshold
+    classifier = config.router.classifier
+    return classifier.threshold if classifier is not None else 0.5
 
 
 def _choose(
@@ -150,16 +202,13 @@ def _choose(
         else:
             reasons.append(f"model {model!r} pins {alias_route}, which is unavailable")
 
-    for i, rule in enumerate(config.router.rules):
-        why = _matches(rule.when, request)
-        if why is None:
-            continue
-        label = rule.name or f"rules[{i}]"
-        if rule.route not in state.available_tiers:
-            reasons.append(f"rule {label!r} matched ({why}) but {rule.route} is unavailable")
-            continue
-        reasons.append(f"rule {label!r}: {why}")
-        return RoutingDecision(route=rule.route, reasons=tuple(reasons), features=features)
+    for step in config.router.order:
+        if step == "rules":
+            chosen = _rules(request, state, config, reasons, features)
+        else:
+            chosen = _classify(request, tenant, state, config, reasons, features)
+        if chosen is not None:
+            return chosen
 
     route = config.router.default
     if route not in state.available_tiers:
@@ -171,6 +220,71 @@ def _choose(
     else:
         reasons.append("no rule matched: default tier")
     return RoutingDecision(route=route, reasons=tuple(reasons), features=features)
+
+
+def _rules(
+    request: RouteRequest,
+    state: RoutingState,
+    config: GatewayConfig,
+    reasons: list[str],
+    features: Mapping[str, Feature],
+) -> RoutingDecision | None:
+    for i, rule in enumerate(config.router.rules):
+        why = _matches(rule.when, request)
+        if why is None:
+            continue
+        label = rule.name or f"rules[{i}]"
+        if rule.route not in state.available_tiers:
+            reasons.append(f"rule {label!r} matched ({why}) but {rule.route} is unavailable")
+            continue
+        reasons.append(f"rule {label!r}: {why}")
+        return RoutingDecision(route=rule.route, reasons=tuple(reasons), features=features)
+    return None
+
+
+def _classify(
+    request: RouteRequest,
+    tenant: TenantConfig,
+    state: RoutingState,
+    config: GatewayConfig,
+    reasons: list[str],
+    features: Mapping[str, Feature],
+) -> RoutingDecision | None:
+    """Score against the tenant's threshold: at or above → large, below → small."""
+    cfg = config.router.classifier
+    if cfg is None or not cfg.enabled:
+        return None  # no classifier configured: the next step decides
+    top: tuple[tuple[str, float], ...] = ()
+    if request.difficulty is not None:
+        score = request.difficulty
+    elif state.classifier is not None:
+        scored = state.classifier.score(request.messages, request.has_tools)
+        score, top = scored.score, scored.top_features
+    else:
+        return None  # weights not loaded (a runtime built without them): the next step decides
+    threshold = threshold_for(tenant, config)
+    want = "large" if score >= threshold else "small"
+    sign = ">=" if want == "large" else "<"
+    drivers = ", ".join(f"{name} {value:+.2f}" for name, value in top)
+    why = f"classifier: score {score:.3f} {sign} threshold {threshold:.2f}"
+    if drivers:
+        why += f" ({drivers})"
+    route = want
+    if want not in state.available_tiers:
+        others = sorted(state.available_tiers)
+        if not others:
+            return None
+        route = others[0]
+        why += f"; {want} unavailable, using {route}"
+    reasons.append(why)
+    return RoutingDecision(
+        route=route,
+        reasons=tuple(reasons),
+        features=features,
+        score=score,
+        top_features=top,
+        threshold=threshold,
+    )
 
 
 def _matches(when: Condition, request: RouteRequest) -> str | None:

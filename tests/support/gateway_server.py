@@ -44,6 +44,9 @@ router:
   default: small
   # No fallbacks here, so each fault shows as itself; tests/api/test_fallbacks.py turns them on.
   fallbacks: {}
+  # Nor tier health: injected faults would otherwise mark tiers unhealthy for later tests
+  # (tests/api/test_routing_endpoints.py tests health with its own config).
+  health: { failures: 1000 }
   rules:
     - name: long-prompt
       when: { prompt_tokens_over: 200 }
