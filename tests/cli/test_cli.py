@@ -8,22 +8,19 @@ import io
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
-import httpx
 import pytest
 
 from gateway.ledger import LedgerRecord, SqliteLedger
 from tests.support.mock_upstream import free_port
+from tests.support.served import serving
 
 REPO = Path(__file__).resolve().parents[2]
 GATEWAY = Path(sys.executable).parent / "gateway"
@@ -345,70 +342,6 @@ def test_report_with_an_unknown_group_exits_2(ledger_dir: Path) -> None:
 # -- serve --------------------------------------------------------------------------------------
 
 
-@dataclass
-class Served:
-    process: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stderr(self) -> str:
-        return self.log.read_text("utf-8")
-
-    def models_status(self, key: str) -> int:
-        response = httpx.get(
-            f"{self.url}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=5
-        )
-        return response.status_code
-
-
-@contextmanager
-def serving(data_dir: Path, log: Path, env: Mapping[str, str]) -> Iterator[Served]:
-    """``gateway serve`` in a subprocess; stopped with SIGTERM (killed if need be) on exit."""
-    port = free_port()
-    with log.open("wb") as err:
-        process = subprocess.Popen(
-            [
-                str(GATEWAY),
-                "serve",
-                "--config",
-                "config/gateway.yaml",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(data_dir),
-            ],
-            cwd=REPO,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    served = Served(process, port, log)
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"gateway serve exited with {process.returncode}: {served.stderr()}")
-            try:
-                if httpx.get(f"{served.url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"gateway serve did not become healthy in 15 s: {served.stderr()}")
-            time.sleep(0.05)
-        yield served
-        process.send_signal(signal.SIGTERM)
-        # uvicorn shuts down gracefully, then re-raises the signal: exiting "by SIGTERM" is clean.
-        assert process.wait(timeout=15) in (0, -signal.SIGTERM), served.stderr()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
 
 
 def test_serve_generates_a_key_once_and_keeps_it_across_restarts(tmp_path: Path) -> None:
