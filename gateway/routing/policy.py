@@ -18,7 +18,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from gateway.config import AUTO, Condition, GatewayConfig, ResolvedCapabilities, TenantConfig
+from gateway.config import (
+    AUTO,
+    ClassifierConfig,
+    Condition,
+    GatewayConfig,
+    ResolvedCapabilities,
+    TenantConfig,
+)
 from gateway.errors import InvalidRequest, ModelNotFound
 
 if TYPE_CHECKING:
@@ -175,7 +182,7 @@ def threshold_for(tenant: TenantConfig, config: GatewayConfig) -> float:
     if tenant.routing_threshold is not None:
         return tenant.routing_threshold
     classifier = config.router.classifier
-    return classifier.threshold if classifier is not None else 0.5
+    return classifier.threshold if classifier is not None else ClassifierConfig().threshold
 
 
 def _choose(
