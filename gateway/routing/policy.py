@@ -49,6 +49,9 @@ class RouteRequest:
     messages: Sequence[Mapping[str, Any]] = ()
     # A score computed earlier (replay of logged requests); skips the classifier.
     difficulty: float | None = None
+    # False when there is nothing to score (replay of a record with no score and no text): the
+    # classifier step then passes instead of scoring an empty conversation as easy.
+    scoreable: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +265,9 @@ def _classify(
     if cfg is None or not cfg.enabled:
         return None  # no classifier configured: the next step decides
     top: tuple[tuple[str, float], ...] = ()
+    if request.difficulty is None and not request.scoreable:
+        reasons.append("classifier: nothing to score, step passed")
+        return None
     if request.difficulty is not None:
         score = request.difficulty
     elif state.classifier is not None:
