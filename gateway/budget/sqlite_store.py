@@ -1,0 +1,446 @@
+"""The embedded budget store: one SQLite file in WAL mode, safe for several processes on one host.
+
+Atomicity: every operation is one transaction opened with ``BEGIN IMMEDIATE``, which takes the
+database's write lock before reading anything. While one process holds it, every other process's
+``BEGIN IMMEDIATE`` waits (up to ``busy_timeout_ms``), so the check of every scope and the deduction
+from all of them happen with no other writer in between. The deduction itself is also a
+conditional statement (``UPDATE ... SET reserved = reserved + ? WHERE settled + reserved + ? <=
+limit``), so even the single statement cannot overshoot; a refusal rolls the whole transaction
+back, leaving no scope charged.
+
+The blocking sqlite3 calls run in one dedicated thread per store (one connection, used only
+there), never on the event loop. ``synchronous=NORMAL``: a power cut may lose the last
+transactions of the counters, never corrupt them; the ledger stays the record of what was spent,
+and counters reconcile against it.
+
+A cancelled call whose transaction already started still completes in the thread; a reservation
+the caller never learned of is released by ``reap_expired`` after its TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+from gateway.budget.store import (
+    DEFAULT_COUNTER_RETENTION_S,
+    DEFAULT_TOMBSTONE_S,
+    BudgetBackendError,
+    DuplicateReservation,
+    RateResult,
+    ReserveResult,
+    Scope,
+    ScopeState,
+    check_amount,
+    window_bounds,
+)
+
+__all__ = ["MIGRATIONS", "SqliteBudgetStore"]
+
+log = logging.getLogger("gateway.budget")
+
+T = TypeVar("T")
+
+# Named, ordered, append-only: never edit one that has shipped, add a new one.
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "0001_create_budget_counters",
+        """
+        CREATE TABLE budget_counters (
+            key        TEXT    PRIMARY KEY,
+            settled    INTEGER NOT NULL DEFAULT 0,
+            reserved   INTEGER NOT NULL DEFAULT 0,
+            -- unix seconds after which the counter may be dropped (0: kept for good)
+            expires_at INTEGER NOT NULL DEFAULT 0
+        ) WITHOUT ROWID
+        """,
+    ),
+    (
+        "0002_create_budget_reservations",
+        """
+        CREATE TABLE budget_reservations (
+            id         TEXT    PRIMARY KEY,
+            amount     INTEGER NOT NULL,
+            scopes     TEXT    NOT NULL,  -- JSON list of counter keys
+            state      TEXT    NOT NULL,  -- 'open', or 'expired' (a tombstone, amount 0)
+            expires_at REAL    NOT NULL   -- open: when reap releases it; expired: when dropped
+        ) WITHOUT ROWID
+        """,
+    ),
+    (
+        "0003_index_budget_reservations_expiry",
+        "CREATE INDEX budget_reservations_expiry ON budget_reservations (state, expires_at)",
+    ),
+    (
+        "0004_create_rate_windows",
+        """
+        CREATE TABLE rate_windows (
+            key        TEXT    PRIMARY KEY,
+            window     INTEGER NOT NULL,
+            used       INTEGER NOT NULL,
+            expires_at REAL    NOT NULL
+        ) WITHOUT ROWID
+        """,
+    ),
+]
+
+_MIGRATIONS_TABLE = "budget_schema_migrations"
+
+
+class SqliteBudgetStore:
+    """Budget counters, reservations and rate windows in the SQLite file at ``path``.
+
+    Several processes may open the same file (uvicorn workers); each store instance owns one
+    connection and one thread. ``busy_timeout_ms`` bounds how long an operation waits for
+    another process's write lock before it fails with ``BudgetBackendError``.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        busy_timeout_ms: int = 5000,
+        counter_retention_s: float = DEFAULT_COUNTER_RETENTION_S,
+        tombstone_s: float = DEFAULT_TOMBSTONE_S,
+    ) -> None:
+        self.path = Path(path)
+        self._busy_timeout_ms = busy_timeout_ms
+        self._retention_s = counter_retention_s
+        self._tombstone_s = tombstone_s
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="gateway-budget-sqlite"
+        )
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+        self._close_lock = threading.Lock()
+        try:
+            # Opened in the store's own thread: the connection never leaves it.
+            self._executor.submit(self._open).result()
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            raise
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise BudgetBackendError(
+                f"cannot open the budget database at {self.path}: {exc}; check that the data "
+                "directory exists and is writable"
+            ) from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            _migrate(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise BudgetBackendError(
+                f"cannot prepare the budget database at {self.path}: {exc}"
+            ) from exc
+        self._conn = conn
+
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+        """Run ``fn(conn, *args)`` in the store's thread; sqlite3 failures become
+        ``BudgetBackendError`` here and nowhere else."""
+        if self._closed:
+            raise BudgetBackendError(f"the budget store at {self.path} is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(
+                self._executor, functools.partial(self._call, fn, *args)
+            )
+        except sqlite3.Error as exc:
+            raise BudgetBackendError(
+                f"budget database {self.path}: {type(exc).__name__}: {exc}"
+            ) from exc
+        except RuntimeError as exc:  # executor shut down by a concurrent aclose()
+            if self._closed:
+                raise BudgetBackendError(f"the budget store at {self.path} is closed") from exc
+            raise
+
+    def _call(self, fn: Callable[..., T], *args: object) -> T:
+        conn = self._conn
+        if conn is None:
+            raise BudgetBackendError(f"the budget store at {self.path} is closed")
+        return fn(conn, *args)
+
+    # -- budgets ---------------------------------------------------------------------------------
+
+    async def reserve(
+        self,
+        reservation_id: str,
+        scopes: Sequence[Scope],
+        amount_micros: int,
+        ttl_s: float,
+        *,
+        now: float | None = None,
+    ) -> ReserveResult:
+        check_amount("amount_micros", amount_micros)
+        scopes = _unique(scopes)
+        at = time.time() if now is None else now
+        return await self._run(self._reserve, reservation_id, scopes, amount_micros, at + ttl_s)
+
+    def _reserve(
+        self,
+        conn: sqlite3.Connection,
+        reservation_id: str,
+        scopes: tuple[Scope, ...],
+        amount: int,
+        expires_at: float,
+    ) -> ReserveResult:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            found = conn.execute(
+                "SELECT 1 FROM budget_reservations WHERE id = ?", (reservation_id,)
+            ).fetchone()
+            if found is not None:
+                raise DuplicateReservation(
+                    f"reservation {reservation_id!r} exists; use a fresh id (the request id)"
+                )
+            states: list[ScopeState] = []
+            for scope in scopes:
+                keep_until = scope.expires_at + int(self._retention_s) if scope.expires_at else 0
+                conn.execute(
+                    "INSERT INTO budget_counters (key, expires_at) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET expires_at = MAX(expires_at, "
+                    "excluded.expires_at)",
+                    (scope.key, keep_until),
+                )
+                limit = scope.limit_micros
+                row = conn.execute(
+                    "UPDATE budget_counters SET reserved = reserved + ?1 "
+                    "WHERE key = ?2 AND (?3 IS NULL OR settled + reserved + ?1 <= ?3) "
+                    "RETURNING settled + reserved",
+                    (amount, scope.key, limit),
+                ).fetchone()
+                if row is None:
+                    (spent,) = conn.execute(
+                        "SELECT settled + reserved FROM budget_counters WHERE key = ?",
+                        (scope.key,),
+                    ).fetchone()
+                    conn.execute("ROLLBACK")
+                    blocked = ScopeState(scope, int(spent))
+                    # The earlier scopes' charges were rolled back: report them without it.
+                    before = [ScopeState(s.scope, s.spent_micros - amount) for s in states]
+                    return ReserveResult(ok=False, scopes=(*before, blocked), blocked=blocked)
+                states.append(ScopeState(scope, int(row[0])))
+            conn.execute(
+                "INSERT INTO budget_reservations (id, amount, scopes, state, expires_at) "
+                "VALUES (?, ?, ?, 'open', ?)",
+                (reservation_id, amount, json.dumps([s.key for s in scopes]), expires_at),
+            )
+            conn.execute("COMMIT")
+            return ReserveResult(ok=True, scopes=tuple(states))
+        except BaseException:
+            _rollback(conn)
+            raise
+
+    async def settle(self, reservation_id: str, actual_micros: int) -> bool:
+        check_amount("actual_micros", actual_micros)
+        return await self._run(self._finish, reservation_id, actual_micros)
+
+    async def release(self, reservation_id: str) -> bool:
+        return await self._run(self._finish, reservation_id, 0)
+
+    def _finish(self, conn: sqlite3.Connection, reservation_id: str, actual: int) -> bool:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute(
+                "SELECT amount, scopes FROM budget_reservations WHERE id = ?", (reservation_id,)
+            ).fetchone()
+            if row is None:
+                conn.execute("COMMIT")
+                return False
+            amount, scopes = int(row[0]), json.loads(row[1])
+            for key in scopes:
+                # An upsert: an expired reservation's counter may have been dropped meanwhile.
+                conn.execute(
+                    "INSERT INTO budget_counters (key, settled, reserved) VALUES (?1, ?2, 0) "
+                    "ON CONFLICT (key) DO UPDATE SET settled = settled + ?2, "
+                    "reserved = reserved - ?3",
+                    (key, actual, amount),
+                )
+            conn.execute("DELETE FROM budget_reservations WHERE id = ?", (reservation_id,))
+            conn.execute("COMMIT")
+            return True
+        except BaseException:
+            _rollback(conn)
+            raise
+
+    async def spent(self, scope_key: str) -> int:
+        return await self._run(self._read, scope_key, "settled + reserved")
+
+    async def settled(self, scope_key: str) -> int:
+        return await self._run(self._read, scope_key, "settled")
+
+    @staticmethod
+    def _read(conn: sqlite3.Connection, key: str, expression: str) -> int:
+        row = conn.execute(
+            f"SELECT {expression} FROM budget_counters WHERE key = ?", (key,)
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    async def reap_expired(self, now: float | None = None) -> int:
+        return await self._run(self._reap, time.time() if now is None else now)
+
+    def _reap(self, conn: sqlite3.Connection, now: float) -> int:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "DELETE FROM budget_reservations WHERE state = 'expired' AND expires_at <= ?",
+                (now,),
+            )
+            expired = conn.execute(
+                "SELECT id, amount, scopes FROM budget_reservations "
+                "WHERE state = 'open' AND expires_at <= ?",
+                (now,),
+            ).fetchall()
+            for reservation_id, amount, scopes in expired:
+                for key in json.loads(scopes):
+                    conn.execute(
+                        "UPDATE budget_counters SET reserved = reserved - ? WHERE key = ?",
+                        (amount, key),
+                    )
+                # Kept as a tombstone with nothing reserved, so a late settle still counts.
+                conn.execute(
+                    "UPDATE budget_reservations SET state = 'expired', amount = 0, "
+                    "expires_at = ? WHERE id = ?",
+                    (now + self._tombstone_s, reservation_id),
+                )
+            conn.execute(
+                "DELETE FROM budget_counters WHERE expires_at > 0 AND expires_at <= ? "
+                "AND reserved = 0",
+                (now,),
+            )
+            conn.execute("DELETE FROM rate_windows WHERE expires_at <= ?", (now,))
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
+        if expired:
+            log.warning(
+                "released %d budget reservation(s) past their TTL (a process died or hung "
+                "between reserve and settle)",
+                len(expired),
+            )
+        return len(expired)
+
+    # -- rate limits -----------------------------------------------------------------------------
+
+    async def hit(
+        self,
+        counter_key: str,
+        limit: int,
+        window_s: float,
+        amount: int = 1,
+        *,
+        now: float | None = None,
+    ) -> RateResult:
+        check_amount("amount", amount)
+        at = time.time() if now is None else now
+        return await self._run(self._hit, counter_key, limit, window_s, amount, at)
+
+    @staticmethod
+    def _hit(
+        conn: sqlite3.Connection,
+        key: str,
+        limit: int,
+        window_s: float,
+        amount: int,
+        now: float,
+    ) -> RateResult:
+        index, reset_s = window_bounds(now, window_s)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute(
+                "SELECT window, used FROM rate_windows WHERE key = ?", (key,)
+            ).fetchone()
+            used = int(row[1]) if row is not None and row[0] == index else 0
+            allowed = used + amount <= limit
+            if allowed:
+                used += amount
+                conn.execute(
+                    "INSERT INTO rate_windows (key, window, used, expires_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET window = excluded.window, "
+                    "used = excluded.used, expires_at = excluded.expires_at",
+                    (key, index, used, now + reset_s),
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
+        return RateResult(
+            allowed=allowed, limit=limit, remaining=max(0, limit - used), reset_s=reset_s
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._close_conn)
+        self._executor.shutdown(wait=True)
+
+    def _close_conn(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _unique(scopes: Sequence[Scope]) -> tuple[Scope, ...]:
+    keys = [s.key for s in scopes]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"each scope key may appear once per reservation, got {keys}")
+    return tuple(scopes)
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.debug("budget rollback failed", exc_info=True)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Apply the migrations not yet recorded, each in its own write transaction."""
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {_MIGRATIONS_TABLE} (name TEXT PRIMARY KEY, applied_at TEXT)"
+    )
+    applied = {name for (name,) in conn.execute(f"SELECT name FROM {_MIGRATIONS_TABLE}")}
+    for name, sql in MIGRATIONS:
+        if name in applied:
+            continue
+        # BEGIN IMMEDIATE: a second process migrating at the same moment waits, then skips.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            done = conn.execute(
+                f"SELECT 1 FROM {_MIGRATIONS_TABLE} WHERE name = ?", (name,)
+            ).fetchone()
+            if done is None:
+                conn.execute(sql)
+                conn.execute(
+                    f"INSERT INTO {_MIGRATIONS_TABLE} (name, applied_at) VALUES (?, ?)",
+                    (name, datetime.now(UTC).isoformat()),
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
