@@ -1,4 +1,5 @@
-"""The ``gateway`` command: serve, keys create, report, config check."""
+"""The ``gateway`` command: serve, keys create, report, config check, and the routing commands
+train-router, eval-router, classify and calibrate (``gateway/routing/commands.py``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from gateway.config import ConfigError, load_config
 from gateway.keys import hash_key, new_key
+from gateway.routing.commands import add_routing_commands, run_routing_command
 from gateway.settings import Settings, default_data_dir
 
 DATA_DIR_HELP = "state directory (default $SWITCHBOARD_DATA_DIR, else ~/.local/share/switchboard)"
@@ -68,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     check = config_sub.add_parser("check", help="validate a config file")
     check.add_argument("path", help="the YAML file to check")
+    add_routing_commands(sub)
     return parser
 
 
@@ -79,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _keys_create(args.tenant)
     if args.command == "report":
         return _report(args)
+    routed = run_routing_command(args)
+    if routed is not None:
+        return routed
     return _config_check(Path(args.path))
 
 
