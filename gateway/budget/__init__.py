@@ -39,6 +39,7 @@ from gateway.budget.store import (
     ReserveResult,
     Scope,
     ScopeState,
+    reap_periodically,
 )
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "day_period",
     "month_period",
     "period_key",
+    "reap_periodically",
     "rate_counter_key",
     "retry_after_s",
 ]

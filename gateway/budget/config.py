@@ -7,8 +7,8 @@ enforcement code sees is integer micro-USD (``gateway.money.Micros``). Limits co
 
 Example (``tenants.<name>`` in ``config/*.yaml``)::
 
+    timezone: Asia/Shanghai     # the tenant's zone: budget periods and reports follow it
     budget:
-      timezone: Asia/Shanghai
       currency: CNY
       usd_rate: 7.1
       daily_limit: 100
@@ -102,8 +102,9 @@ def _zone_error(name: str) -> str:
 class BudgetConfig(_Strict, frozen=True):
     """A tenant's spending limits. Every key is optional; no limit set means nothing is capped."""
 
-    # IANA time zone whose calendar days and months the limits (and reports) follow.
-    timezone: str = "UTC"
+    # IANA time zone of the limits' calendar days and months. Unset (recommended): the tenant's
+    # `timezone`, which reports follow too; set it only to count budgets in another zone.
+    timezone: str | None = None
     # ISO 4217 code of the amounts below; USD, or any other with `usd_rate`.
     currency: Annotated[str, Meta(pattern=r"^[A-Z]{3}$")] = "USD"
     # Units of `currency` per 1 USD (CNY: about 7.1). Required unless the currency is USD.
@@ -129,10 +130,11 @@ class BudgetConfig(_Strict, frozen=True):
     default_max_output_tokens: PositiveInt | None = None
 
     def __post_init__(self) -> None:
-        try:
-            _zone(self.timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(_zone_error(self.timezone)) from None
+        if self.timezone is not None:
+            try:
+                _zone(self.timezone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(_zone_error(self.timezone)) from None
         if self.currency == "USD":
             if self.usd_rate is not None and self.usd_rate != 1:
                 raise ValueError(
@@ -190,9 +192,9 @@ class BudgetConfig(_Strict, frozen=True):
             return None
         return self.soft_action or "warn"
 
-    @property
-    def zone(self) -> zoneinfo.ZoneInfo:
-        return _zone(self.timezone)
+    def zone(self, tenant_timezone: str = "UTC") -> zoneinfo.ZoneInfo:
+        """The zone of the budget's periods: its own `timezone`, else the tenant's."""
+        return _zone(self.timezone or tenant_timezone)
 
     @property
     def rate(self) -> Decimal:

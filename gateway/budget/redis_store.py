@@ -61,6 +61,8 @@ log = logging.getLogger("gateway.budget")
 # ARGV: amount, reservation expiry (unix s), reservation id, reservation key expiry (unix s),
 #       scopes JSON, then per counter: limit (-1: none), counter expiry (unix s, 0: none)
 # Returns {-1} for a duplicate id, else {ok, blocked index (0: none), spent 1..k}.
+# Amounts reach HINCRBY as the decimal strings Python sent: a Lua number could be rendered in
+# exponent form, which Redis refuses as an integer.
 _RESERVE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return {-1} end
 local amount = tonumber(ARGV[1])
@@ -77,12 +79,12 @@ for i = 1, n do
 end
 for i = 1, n do
   local key = KEYS[i + 2]
-  redis.call('HINCRBY', key, 'reserved', amount)
+  redis.call('HINCRBY', key, 'reserved', ARGV[1])
   local expire_at = tonumber(ARGV[5 + 2 * i])
   if expire_at > 0 then redis.call('EXPIREAT', key, expire_at) end
   spent[i] = spent[i] + amount
 end
-redis.call('HSET', KEYS[1], 'amount', amount, 'scopes', ARGV[5], 'state', 'open',
+redis.call('HSET', KEYS[1], 'amount', ARGV[1], 'scopes', ARGV[5], 'state', 'open',
            'expires', ARGV[2])
 redis.call('EXPIREAT', KEYS[1], tonumber(ARGV[4]))
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
@@ -100,8 +102,8 @@ if r[2] ~= ARGV[2] then return -1 end
 local amount = tonumber(r[1])
 local actual = tonumber(ARGV[1])
 for i = 3, #KEYS do
-  if amount ~= 0 then redis.call('HINCRBY', KEYS[i], 'reserved', -amount) end
-  if actual ~= 0 then redis.call('HINCRBY', KEYS[i], 'settled', actual) end
+  if amount ~= 0 then redis.call('HINCRBY', KEYS[i], 'reserved', '-' .. r[1]) end
+  if actual ~= 0 then redis.call('HINCRBY', KEYS[i], 'settled', ARGV[1]) end
   local expire_at = tonumber(ARGV[1 + i])
   if expire_at > 0 then redis.call('EXPIREAT', KEYS[i], expire_at) end
 end
@@ -121,7 +123,7 @@ if r[3] ~= 'open' then redis.call('ZREM', KEYS[2], ARGV[2]); return 0 end
 if tonumber(r[4]) > tonumber(ARGV[3]) then return 0 end
 local amount = tonumber(r[1])
 for i = 3, #KEYS do
-  if amount ~= 0 then redis.call('HINCRBY', KEYS[i], 'reserved', -amount) end
+  if amount ~= 0 then redis.call('HINCRBY', KEYS[i], 'reserved', '-' .. r[1]) end
 end
 redis.call('HSET', KEYS[1], 'amount', 0, 'state', 'expired')
 redis.call('EXPIREAT', KEYS[1], tonumber(ARGV[4]))
@@ -135,7 +137,7 @@ _HIT = """
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
 local amount = tonumber(ARGV[1])
 if used + amount > tonumber(ARGV[2]) then return {0, used} end
-used = redis.call('INCRBY', KEYS[1], amount)
+used = redis.call('INCRBY', KEYS[1], ARGV[1])
 redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 return {1, used}
 """

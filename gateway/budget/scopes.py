@@ -84,15 +84,18 @@ def budget_scopes(
     model: str | None,
     user: str | None,
     now: datetime,
+    tenant_timezone: str = "UTC",
 ) -> list[Scope]:
-    """The scopes one request reserves against, at ``now`` (aware) in the tenant's time zone.
+    """The scopes one request reserves against, at ``now`` (aware), in the budget's time zone
+    (``budget.timezone``, else ``tenant_timezone``: pass the tenant's ``timezone``).
 
     Always the tenant's day and month (unlimited when no limit is set, so spend is still
     counted), then the model's limits if ``model_limits`` names ``model``, then the end user's
     if ``user_limits`` is set and the request has a ``user``.
     """
-    day = day_period(cfg.zone, now)
-    month = month_period(cfg.zone, now)
+    zone = cfg.zone(tenant_timezone)
+    day = day_period(zone, now)
+    month = month_period(zone, now)
     scopes = [
         Scope(period_key(tenant, day), cfg.daily_limit_micros, day.end),
         Scope(period_key(tenant, month), cfg.monthly_limit_micros, month.end),

@@ -34,6 +34,8 @@ Errors::
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,7 +53,10 @@ __all__ = [
     "ReserveResult",
     "Scope",
     "ScopeState",
+    "reap_periodically",
 ]
+
+log = logging.getLogger("gateway.budget")
 
 # Counters are kept this long after their period resets, so reports and reconciliation can read
 # last month's totals.
@@ -249,3 +254,17 @@ def window_bounds(now: float, window_s: float) -> tuple[int, float]:
         raise ValueError(f"window_s must be > 0, got {window_s!r}")
     index = math.floor(now / window_s)
     return index, (index + 1) * window_s - now
+
+
+async def reap_periodically(store: BudgetStore, interval_s: float = 30.0) -> None:
+    """Run ``store.reap_expired()`` every ``interval_s`` seconds until cancelled.
+
+    Start one per process in the app's lifespan (reaping is idempotent, so several processes
+    may each run one). A backend failure is logged and retried at the next interval.
+    """
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await store.reap_expired()
+        except BudgetBackendError as exc:
+            log.warning("budget reaper: %s; retrying in %.0f s", exc, interval_s)

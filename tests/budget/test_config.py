@@ -37,7 +37,7 @@ def test_an_empty_budget_is_usd_in_utc_without_limits() -> None:
     cfg = budget("")
     assert (cfg.currency, cfg.timezone, cfg.hard_action, cfg.on_backend_error) == (
         "USD",
-        "UTC",
+        None,
         "reject",
         "fail_closed",
     )
@@ -146,13 +146,21 @@ NOW = datetime(2026, 11, 25, 16, 30, tzinfo=UTC)  # 2026-11-26 00:30 in Shanghai
 
 
 def test_a_request_charges_the_tenants_day_and_month_in_its_time_zone() -> None:
-    cfg = budget("timezone: Asia/Shanghai\ndaily_limit: 10")
-    scopes = budget_scopes("acme", cfg, model="gpt-4o", user=None, now=NOW)
+    cfg = budget("daily_limit: 10")
+    scopes = budget_scopes(
+        "acme", cfg, model="gpt-4o", user=None, now=NOW, tenant_timezone="Asia/Shanghai"
+    )
     assert [(s.key, s.limit_micros) for s in scopes] == [
         ("t/acme/day/2026-11-26", 10_000_000),
         ("t/acme/month/2026-11", None),
     ]
     assert scopes[0].resets_at == datetime(2026, 11, 26, 16, tzinfo=UTC)
+
+
+def test_a_budget_time_zone_overrides_the_tenants() -> None:
+    cfg = budget("timezone: Asia/Shanghai\ndaily_limit: 10")
+    scope = budget_scopes("acme", cfg, model=None, user=None, now=NOW, tenant_timezone="UTC")[0]
+    assert scope.key == "t/acme/day/2026-11-26"
 
 
 def test_model_and_user_limits_add_their_own_scopes_with_names_escaped() -> None:

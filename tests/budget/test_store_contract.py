@@ -27,6 +27,7 @@ from gateway.budget import (
     RedisBudgetStore,
     Scope,
     SqliteBudgetStore,
+    reap_periodically,
 )
 from tests.budget.workers import StoreSpec, open_store, reserve_many
 from tests.support.mock_upstream import free_port
@@ -152,6 +153,13 @@ async def test_bad_arguments_are_refused_before_touching_the_store(store: Budget
         await store.settle("r1", -5)
 
 
+async def test_large_amounts_stay_exact(store: BudgetStore) -> None:
+    big = 123_456_789_012_345  # about 123 million USD in micros
+    assert (await store.reserve("r1", [day(None)], big, ttl_s=60)).ok
+    assert await store.settle("r1", big + 1)
+    assert await store.settled(day(None).key) == big + 1
+
+
 async def test_an_unknown_counter_reads_as_zero(store: BudgetStore) -> None:
     assert await store.spent("never/used") == 0
     assert await store.settled("never/used") == 0
@@ -241,6 +249,21 @@ async def test_settled_reservations_are_not_reaped(store: BudgetStore) -> None:
     await store.settle("done", 500)
     assert await store.reap_expired(now=T0 + 31) == 0
     assert await store.settled(day(0).key) == 500
+
+
+async def test_the_periodic_reaper_releases_what_a_dead_process_left(store: BudgetStore) -> None:
+    await store.reserve("crashed", [day(1000)], 700, ttl_s=0)
+    task = asyncio.create_task(reap_periodically(store, interval_s=0.01))
+    try:
+        for _ in range(200):
+            if await store.spent(day(0).key) == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert await store.spent(day(0).key) == 0
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
 
 
 # -- concurrency -------------------------------------------------------------------------------
@@ -441,3 +464,25 @@ async def test_a_closed_store_refuses_calls(tmp_path: Path) -> None:
     await store.aclose()  # idempotent
     with pytest.raises(BudgetBackendError, match="closed"):
         await store.spent("k")
+
+
+# -- Redis key layout --------------------------------------------------------------------------
+
+
+async def test_redis_counters_and_reservations_expire_on_their_own(redis_prefix: str) -> None:
+    store = RedisBudgetStore(REDIS_URL, redis_prefix, counter_retention_s=3600, tombstone_s=600)
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        now = time.time()
+        await store.reserve("r1", [day(1000)], 10, ttl_s=60, now=now)
+        counter_ttl = client.ttl(f"{redis_prefix}budget:c:{day(0).key}")
+        expected = DAY_END.timestamp() + 3600 - now
+        assert abs(counter_ttl - expected) <= 2  # type: ignore[operator]
+        reservation_ttl = client.ttl(f"{redis_prefix}budget:r:r1")
+        assert 60 + 600 - 2 <= reservation_ttl <= 60 + 600 + 1  # type: ignore[operator]
+        await store.hit("rl/acme/requests", 5, 60, now=now)
+        (rate_key,) = client.keys(f"{redis_prefix}budget:rl:*")
+        assert 0 < client.pttl(rate_key) <= 120_000  # type: ignore[operator]
+    finally:
+        client.close()
+        await store.aclose()
