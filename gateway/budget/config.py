@@ -92,9 +92,9 @@ def _zone(name: str) -> zoneinfo.ZoneInfo:
 
 def _zone_error(name: str) -> str:
     close = difflib.get_close_matches(name, sorted(zoneinfo.available_timezones()), n=3)
-    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ";"
     return (
-        f"unknown time zone {name!r}{hint} Use an IANA name such as 'Asia/Shanghai', "
+        f"unknown time zone {name!r}{hint} use an IANA name such as 'Asia/Shanghai', "
         "'America/New_York' or 'UTC'"
     )
 

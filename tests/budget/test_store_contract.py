@@ -486,3 +486,16 @@ async def test_redis_counters_and_reservations_expire_on_their_own(redis_prefix:
     finally:
         client.close()
         await store.aclose()
+
+
+async def test_a_redis_error_reply_is_a_budget_backend_error_too(redis_prefix: str) -> None:
+    store = RedisBudgetStore(REDIS_URL, redis_prefix, retry_after_s=0)
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.set(f"{redis_prefix}budget:c:{day(0).key}", "not a hash")  # WRONGTYPE for HMGET
+        with pytest.raises(BudgetBackendError, match="WRONGTYPE"):
+            await store.reserve("r1", [day(1000)], 1, ttl_s=60)
+        assert (await store.reserve("r2", [month(1000)], 1, ttl_s=60)).ok
+    finally:
+        client.close()
+        await store.aclose()
