@@ -45,11 +45,13 @@ from gateway.budget.store import (
     DEFAULT_TOMBSTONE_S,
     BudgetBackendError,
     DuplicateReservation,
+    RateHit,
     RateResult,
     ReserveResult,
     Scope,
     ScopeState,
     check_amount,
+    unique_keys,
     window_bounds,
 )
 
@@ -131,15 +133,33 @@ redis.call('ZREM', KEYS[2], ARGV[2])
 return 1
 """
 
-# KEYS: the window's counter. ARGV: amount, limit, expiry (unix ms).
-# Returns {allowed, used after}.
+# All or nothing over several rate windows.
+# KEYS: window counters. ARGV: per counter: amount, limit, expiry (unix ms).
+# Returns {all fit (1/0), then per counter: fits (1/0), used (after if counted, else before)}.
 _HIT = """
-local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-local amount = tonumber(ARGV[1])
-if used + amount > tonumber(ARGV[2]) then return {0, used} end
-used = redis.call('INCRBY', KEYS[1], ARGV[1])
-redis.call('PEXPIREAT', KEYS[1], ARGV[3])
-return {1, used}
+local used = {}
+local fits = {}
+local ok = 1
+for i = 1, #KEYS do
+  local u = tonumber(redis.call('GET', KEYS[i]) or '0')
+  used[i] = u
+  if u + tonumber(ARGV[3 * i - 2]) > tonumber(ARGV[3 * i - 1]) then
+    fits[i] = 0
+    ok = 0
+  else
+    fits[i] = 1
+  end
+end
+local reply = {ok}
+for i = 1, #KEYS do
+  if ok == 1 then
+    used[i] = redis.call('INCRBY', KEYS[i], ARGV[3 * i - 2])
+    redis.call('PEXPIREAT', KEYS[i], ARGV[3 * i])
+  end
+  reply[2 * i] = fits[i]
+  reply[2 * i + 1] = used[i]
+end
+return reply
 """
 
 _REAP_BATCH = 200
@@ -237,9 +257,7 @@ class RedisBudgetStore:
         now: float | None = None,
     ) -> ReserveResult:
         check_amount("amount_micros", amount_micros)
-        keys = [s.key for s in scopes]
-        if len(set(keys)) != len(keys):
-            raise ValueError(f"each scope key may appear once per reservation, got {keys}")
+        unique_keys([s.key for s in scopes], "scope key")
         at = time.time() if now is None else now
         expires = at + ttl_s
         counters = [self.counter_key(s.key) for s in scopes]
@@ -350,19 +368,35 @@ class RedisBudgetStore:
         *,
         now: float | None = None,
     ) -> RateResult:
-        check_amount("amount", amount)
+        (result,) = await self.hit_many([RateHit(counter_key, limit, window_s, amount)], now=now)
+        return result
+
+    async def hit_many(
+        self, hits: Sequence[RateHit], *, now: float | None = None
+    ) -> tuple[RateResult, ...]:
+        unique_keys([h.counter_key for h in hits], "counter_key")
+        if not hits:
+            return ()
         at = time.time() if now is None else now
-        index, reset_s = window_bounds(at, window_s)
-        key = f"{self._prefix}rl:{counter_key}:{index}"
-        # The window's key lives one extra window, for clocks a little apart between hosts.
-        expire_ms = math.ceil((at + reset_s + window_s) * 1000)
+        keys: list[str] = []
+        args: list[int] = []
+        resets: list[float] = []
+        for h in hits:
+            index, reset_s = window_bounds(at, h.window_s)
+            keys.append(f"{self._prefix}rl:{h.counter_key}:{index}")
+            # A window's key lives one window longer, for clocks a little apart between hosts.
+            args += [h.amount, h.limit, math.ceil((at + reset_s + h.window_s) * 1000)]
+            resets.append(reset_s)
         async with self._guard("rate limit"):
-            allowed, used = await self._hit(keys=[key], args=[amount, limit, expire_ms])
-        return RateResult(
-            allowed=bool(allowed),
-            limit=limit,
-            remaining=max(0, limit - int(used)),
-            reset_s=reset_s,
+            reply = await self._hit(keys=keys, args=args)
+        return tuple(
+            RateResult(
+                allowed=bool(int(reply[1 + 2 * i])),
+                limit=h.limit,
+                remaining=max(0, h.limit - int(reply[2 + 2 * i])),
+                reset_s=resets[i],
+            )
+            for i, h in enumerate(hits)
         )
 
     async def aclose(self) -> None:

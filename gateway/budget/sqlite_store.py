@@ -37,11 +37,13 @@ from gateway.budget.store import (
     DEFAULT_TOMBSTONE_S,
     BudgetBackendError,
     DuplicateReservation,
+    RateHit,
     RateResult,
     ReserveResult,
     Scope,
     ScopeState,
     check_amount,
+    unique_keys,
     window_bounds,
 )
 
@@ -190,7 +192,7 @@ class SqliteBudgetStore:
         now: float | None = None,
     ) -> ReserveResult:
         check_amount("amount_micros", amount_micros)
-        scopes = _unique(scopes)
+        unique_keys([s.key for s in scopes], "scope key")
         at = time.time() if now is None else now
         return await self._run(self._reserve, reservation_id, scopes, amount_micros, at + ttl_s)
 
@@ -350,41 +352,47 @@ class SqliteBudgetStore:
         *,
         now: float | None = None,
     ) -> RateResult:
-        check_amount("amount", amount)
+        (result,) = await self.hit_many([RateHit(counter_key, limit, window_s, amount)], now=now)
+        return result
+
+    async def hit_many(
+        self, hits: Sequence[RateHit], *, now: float | None = None
+    ) -> tuple[RateResult, ...]:
+        unique_keys([h.counter_key for h in hits], "counter_key")
         at = time.time() if now is None else now
-        return await self._run(self._hit, counter_key, limit, window_s, amount, at)
+        return await self._run(self._hit_many, tuple(hits), at)
 
     @staticmethod
-    def _hit(
-        conn: sqlite3.Connection,
-        key: str,
-        limit: int,
-        window_s: float,
-        amount: int,
-        now: float,
-    ) -> RateResult:
-        index, reset_s = window_bounds(now, window_s)
+    def _hit_many(
+        conn: sqlite3.Connection, hits: tuple[RateHit, ...], now: float
+    ) -> tuple[RateResult, ...]:
+        windows = [window_bounds(now, h.window_s) for h in hits]
         conn.execute("BEGIN IMMEDIATE")
         try:
-            row = conn.execute(
-                "SELECT window, used FROM rate_windows WHERE key = ?", (key,)
-            ).fetchone()
-            used = int(row[1]) if row is not None and row[0] == index else 0
-            allowed = used + amount <= limit
-            if allowed:
-                used += amount
-                conn.execute(
-                    "INSERT INTO rate_windows (key, window, used, expires_at) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (key) DO UPDATE SET window = excluded.window, "
-                    "used = excluded.used, expires_at = excluded.expires_at",
-                    (key, index, used, now + reset_s),
-                )
+            used: list[int] = []
+            for hit, (index, _) in zip(hits, windows, strict=True):
+                row = conn.execute(
+                    "SELECT window, used FROM rate_windows WHERE key = ?", (hit.counter_key,)
+                ).fetchone()
+                used.append(int(row[1]) if row is not None and row[0] == index else 0)
+            fits = [u + h.amount <= h.limit for u, h in zip(used, hits, strict=True)]
+            if all(fits):
+                for i, (hit, (index, reset_s)) in enumerate(zip(hits, windows, strict=True)):
+                    used[i] += hit.amount
+                    conn.execute(
+                        "INSERT INTO rate_windows (key, window, used, expires_at) "
+                        "VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
+                        "window = excluded.window, used = excluded.used, "
+                        "expires_at = excluded.expires_at",
+                        (hit.counter_key, index, used[i], now + reset_s),
+                    )
             conn.execute("COMMIT")
         except BaseException:
             _rollback(conn)
             raise
-        return RateResult(
-            allowed=allowed, limit=limit, remaining=max(0, limit - used), reset_s=reset_s
+        return tuple(
+            RateResult(allowed=ok, limit=h.limit, remaining=max(0, h.limit - u), reset_s=w[1])
+            for ok, h, u, w in zip(fits, hits, used, windows, strict=True)
         )
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -402,13 +410,6 @@ class SqliteBudgetStore:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-
-
-def _unique(scopes: Sequence[Scope]) -> tuple[Scope, ...]:
-    keys = [s.key for s in scopes]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"each scope key may appear once per reservation, got {keys}")
-    return tuple(scopes)
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

@@ -49,6 +49,7 @@ __all__ = [
     "BudgetError",
     "BudgetStore",
     "DuplicateReservation",
+    "RateHit",
     "RateResult",
     "ReserveResult",
     "Scope",
@@ -165,8 +166,28 @@ class ReserveResult:
 
 
 @dataclass(frozen=True, slots=True)
+class RateHit:
+    """One counter to hit: ``amount`` against ``limit`` per fixed window of ``window_s``."""
+
+    counter_key: str
+    limit: int
+    window_s: float = 60.0
+    amount: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.counter_key:
+            raise ValueError("a rate hit needs a non-empty counter_key")
+        check_amount("amount", self.amount)
+        if not self.window_s > 0:
+            raise ValueError(f"window_s must be > 0, got {self.window_s!r}")
+
+
+@dataclass(frozen=True, slots=True)
 class RateResult:
-    """One rate-limit hit: ``allowed``, what is left in the window, seconds until it resets."""
+    """One rate-limit hit: ``allowed``, what is left in the window, seconds until it resets.
+
+    ``remaining`` is after the hit when it was counted, before it when it was not.
+    """
 
     allowed: bool
     limit: int
@@ -237,6 +258,15 @@ class BudgetStore(Protocol):
         window's total stays within ``limit``; a refused hit counts nothing."""
         ...
 
+    async def hit_many(
+        self, hits: Sequence[RateHit], *, now: float | None = None
+    ) -> tuple[RateResult, ...]:
+        """Several counters at once (a key's and its tenant's, requests and tokens), all or
+        nothing: counted in every window only if each of them fits. One result per hit, in
+        order; each says whether that counter alone had room, so when any is refused, nothing
+        was counted and the refused ones give the ``retry-after``."""
+        ...
+
     async def aclose(self) -> None:
         """Close connections and threads. Idempotent."""
         ...
@@ -246,6 +276,12 @@ def check_amount(name: str, value: int) -> None:
     """Shared argument check of the backends: amounts are integer micro-USD >= 0."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{name} must be an int >= 0 (micro-USD), got {value!r}")
+
+
+def unique_keys(keys: Sequence[str], what: str) -> None:
+    """Shared argument check: a key may appear once per atomic call."""
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"each {what} may appear once per call, got {list(keys)}")
 
 
 def window_bounds(now: float, window_s: float) -> tuple[int, float]:

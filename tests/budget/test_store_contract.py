@@ -24,6 +24,7 @@ from gateway.budget import (
     BudgetBackendError,
     BudgetStore,
     DuplicateReservation,
+    RateHit,
     RedisBudgetStore,
     Scope,
     SqliteBudgetStore,
@@ -147,7 +148,7 @@ async def test_a_reservation_id_cannot_be_used_twice(store: BudgetStore) -> None
 async def test_bad_arguments_are_refused_before_touching_the_store(store: BudgetStore) -> None:
     with pytest.raises(ValueError, match="amount_micros"):
         await store.reserve("r1", [day(1000)], -1, ttl_s=60)
-    with pytest.raises(ValueError, match="once per reservation"):
+    with pytest.raises(ValueError, match="once per call"):
         await store.reserve("r1", [day(1000), day(1000)], 1, ttl_s=60)
     with pytest.raises(ValueError, match="actual_micros"):
         await store.settle("r1", -5)
@@ -383,6 +384,25 @@ async def test_rate_counters_are_independent(store: BudgetStore) -> None:
     assert (await store.hit("rl/a/requests", 1, 60, now=T0)).allowed
     assert (await store.hit("rl/b/requests", 1, 60, now=T0)).allowed
     assert not (await store.hit("rl/a/requests", 1, 60, now=T0)).allowed
+
+
+async def test_several_counters_are_hit_all_or_nothing(store: BudgetStore) -> None:
+    key_rpm = RateHit("rl/acme/key/k1/requests", 10, 60)
+    tenant_tpm = RateHit("rl/acme/tokens", 1000, 60, amount=700)
+    first = await store.hit_many([key_rpm, tenant_tpm], now=T0)
+    assert [r.allowed for r in first] == [True, True]
+    assert [r.remaining for r in first] == [9, 300]
+    refused = await store.hit_many([key_rpm, tenant_tpm], now=T0)  # tokens would reach 1400
+    assert [r.allowed for r in refused] == [True, False]
+    assert [r.remaining for r in refused] == [9, 300]  # nothing counted, not even requests
+    small = await store.hit_many([key_rpm, RateHit("rl/acme/tokens", 1000, 60, 300)], now=T0)
+    assert [r.remaining for r in small] == [8, 0]
+    assert await store.hit_many([], now=T0) == ()
+
+
+async def test_a_counter_may_appear_once_per_hit_many(store: BudgetStore) -> None:
+    with pytest.raises(ValueError, match="once per call"):
+        await store.hit_many([RateHit("rl/a", 5), RateHit("rl/a", 5)])
 
 
 async def test_concurrent_hits_never_pass_the_limit(store: BudgetStore) -> None:
