@@ -4,7 +4,7 @@
 ``run_routing_command(args)`` runs one (``None``: not a routing command). The bodies live in
 ``training.py`` and ``evaluation.py``; this module reads and checks the user's files, turns every
 failure into one message naming the file, the line and the fix (:class:`CommandError`, printed as
-``gateway: ...`` with exit status 2), and draws the training progress bar.
+``gateway <command>: ...`` with exit status 2), and draws the training progress bar.
 
 ``calibrate`` is the one command whose logic lives here: it picks, per tenant, the classifier
 threshold that meets a large-tier share or a monthly budget (:func:`calibrate_share`,
@@ -176,7 +176,8 @@ def add_routing_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
 
 
 def run_routing_command(args: argparse.Namespace) -> int | None:
-    """Run a routing command; ``None`` when ``args`` is not one. Errors print ``gateway: ...``."""
+    """Run a routing command; ``None`` when ``args`` is not one. A :class:`CommandError` is
+    printed as ``gateway <command>: ...`` on stderr and gives exit status 2."""
     command = getattr(args, "command", None)
     if command not in COMMANDS:
         return None
@@ -496,12 +497,12 @@ def _check_trainable(examples: Sequence[Example], paths: Sequence[Path]) -> None
 def _eval_router(args: argparse.Namespace) -> int:
     from gateway.routing import evaluation
 
+    if args.bootstrap < 0:
+        raise CommandError("--bootstrap must be 0 (no interval) or more")
     paths = _existing(args.data)
     for _ in _labelled_rows(paths):  # every problem named by file and line before scoring
         pass
     classifier = _classifier(args.weights)
-    if args.bootstrap < 0:
-        raise CommandError("--bootstrap must be 0 (no interval) or more")
     reports = []
     for path in paths:
         try:
@@ -579,7 +580,7 @@ class Calibration:
 
     tenant: str
     rows: int
-    requests: float  # rows weighted by "count"
+    requests: float  # rows weighted by "count" (budget mode: requests per month)
     threshold: float
     large_share: float  # of requests, on the calibration data, at ``threshold``
     met: bool  # False: even the strictest threshold misses the target
@@ -876,7 +877,8 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     results: list[Calibration] = []
     if args.monthly_budget is not None:
-        assert loaded is not None  # checked in _check_calibrate_args
+        if loaded is None:  # pragma: no cover - _check_calibrate_args requires --config
+            raise CommandError("--monthly-budget needs --config PATH")
         small, large = _costs(rows, loaded, args.output_tokens)
         per_month = DAYS_PER_MONTH / args.period_days
         for tenant in tenants:
@@ -928,8 +930,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         write_thresholds(Path(args.config), {c.tenant: c.threshold for c in results}, note=note)
         keys = ", ".join(_threshold_key(c.tenant) for c in results)
         sys.stderr.write(f"wrote {keys} into {args.config}\n")
-        assert loaded is not None
-        if getattr(loaded.config.router, "classifier", None) is None:
+        if loaded is not None and getattr(loaded.config.router, "classifier", None) is None:
             sys.stderr.write(
                 "note: router.classifier was not set, so the classifier was off"
                 + (
