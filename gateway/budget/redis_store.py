@@ -38,7 +38,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.budget.store import (
     DEFAULT_COUNTER_RETENTION_S,
@@ -223,6 +225,9 @@ class RedisBudgetStore:
         try:
             yield
         except (RedisError, OSError, TimeoutError) as exc:
+            unreachable = isinstance(
+                exc, RedisConnectionError | RedisTimeoutError | OSError | TimeoutError
+            )
             if time.monotonic() >= self._down_until:
                 log.warning(
                     "budget %s failed (Redis at %s: %s: %s)",
@@ -231,7 +236,9 @@ class RedisBudgetStore:
                     type(exc).__name__,
                     exc,
                 )
-            self._down_until = time.monotonic() + self._retry_after_s
+            if unreachable:
+                # Only an unreachable server opens the breaker; an error reply concerns one key.
+                self._down_until = time.monotonic() + self._retry_after_s
             raise BudgetBackendError(
                 f"budget {action} failed: Redis at {self._safe_url()}: {type(exc).__name__}: "
                 f"{exc}; check that Redis is running and reachable"
@@ -239,8 +246,9 @@ class RedisBudgetStore:
 
     def _safe_url(self) -> str:
         # Never log a password from the URL.
-        head, sep, tail = self.url.rpartition("@")
-        return f"redis://***@{tail}" if sep else self.url
+        scheme, _, rest = self.url.partition("://")
+        _, at, host = rest.rpartition("@")
+        return f"{scheme}://***@{host}" if at else self.url
 
     def _counter_expiry(self, scope: Scope) -> int:
         return scope.expires_at + math.ceil(self._retention_s) if scope.expires_at else 0

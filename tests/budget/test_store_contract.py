@@ -453,6 +453,7 @@ async def test_a_redis_password_never_appears_in_the_error() -> None:
         with pytest.raises(BudgetBackendError) as info:
             await store.spent("k")
         assert "s3cret" not in str(info.value)
+        assert "redis://***@127.0.0.1" in str(info.value)
     finally:
         await store.aclose()
 
@@ -509,12 +510,13 @@ async def test_redis_counters_and_reservations_expire_on_their_own(redis_prefix:
 
 
 async def test_a_redis_error_reply_is_a_budget_backend_error_too(redis_prefix: str) -> None:
-    store = RedisBudgetStore(REDIS_URL, redis_prefix, retry_after_s=0)
+    store = RedisBudgetStore(REDIS_URL, redis_prefix, retry_after_s=30)
     client = redis.Redis.from_url(REDIS_URL)
     try:
         client.set(f"{redis_prefix}budget:c:{day(0).key}", "not a hash")  # WRONGTYPE for HMGET
         with pytest.raises(BudgetBackendError, match="WRONGTYPE"):
             await store.reserve("r1", [day(1000)], 1, ttl_s=60)
+        # An error reply concerns one key: the store stays available for the others.
         assert (await store.reserve("r2", [month(1000)], 1, ttl_s=60)).ok
     finally:
         client.close()
