@@ -25,15 +25,11 @@ import pytest
 
 from gateway.cli import main
 from gateway.config import ConfigError, load_config
+from gateway.progress import ProgressBar
+from gateway.routing.calibration import calibrate_budget, calibrate_share
 from gateway.routing.classifier import DifficultyClassifier
-from gateway.routing.commands import (
-    CommandError,
-    ProgressBar,
-    calibrate_budget,
-    calibrate_share,
-    set_yaml_value,
-    write_thresholds,
-)
+from gateway.routing.rows import CommandError
+from gateway.routing.thresholds_yaml import set_yaml_value, write_thresholds
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parents[2]
