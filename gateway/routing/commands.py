@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CommandError", "add_routing_commands", "run_routing_command"]
 
-COMMANDS = ("train-router", "eval-router", "classify", "calibrate")
+COMMANDS = ("train-router", "eval-router", "classify", "calibrate", "replay")
 MIN_TRAINING_ROWS = 20  # training.fit refuses fewer
 SKLEARN_FIX = (
     "scikit-learn is needed to train (serving never uses it); install it with "
@@ -51,7 +51,7 @@ SKLEARN_FIX = (
 
 
 def add_routing_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``train-router``, ``eval-router``, ``classify`` and ``calibrate`` to ``gateway``."""
+    """Add ``train-router``, ``eval-router``, ``classify``, ``calibrate`` and ``replay``."""
     train = sub.add_parser(
         "train-router",
         help="retrain the difficulty classifier on your own labelled rows (needs scikit-learn)",
@@ -59,7 +59,16 @@ def add_routing_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         'file. Rows: {"prompt" | "messages", "weak_correct", "strong_correct"} or '
         '{..., "weak_score", "strong_score"}. See docs/routing.md.',
     )
-    train.add_argument("--data", nargs="+", required=True, metavar="FILE", help="labelled JSONL")
+    train.add_argument("--data", nargs="*", default=[], metavar="FILE", help="labelled JSONL")
+    train.add_argument(
+        "--feedback-tenant",
+        metavar="NAME",
+        help="also learn from this tenant's verdicts (POST /v1/feedback) in the ledger; needs "
+        "its store_request_text (docs/routing.md)",
+    )
+    train.add_argument(
+        "--data-dir", metavar="DIR", help="with --feedback-tenant: the gateway's data directory"
+    )
     train.add_argument("--out", required=True, metavar="PATH", help="weights file to write")
     train.add_argument("--version", metavar="NAME", help="version name (default router-<time>)")
     train.add_argument(
@@ -154,6 +163,35 @@ def add_routing_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     )
     calibrate.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    replay = sub.add_parser(
+        "replay",
+        help="what-if: re-decide logged (or supplied) requests under another config, no model "
+        "called",
+        description="Re-decide the ledger's requests (or the chat bodies in --requests) under "
+        "NEW config and print the route mix and the cost beside what was recorded (or what the "
+        "current config decides).",
+    )
+    replay.add_argument("--config", required=True, metavar="NEW", help="the config to try")
+    replay.add_argument(
+        "--since", help="ledger requests from this day (YYYY-MM-DD, UTC) or ISO time, inclusive"
+    )
+    replay.add_argument("--until", help="up to and including this day (YYYY-MM-DD) or ISO time")
+    replay.add_argument("--tenant", metavar="NAME", help="only this tenant's requests")
+    replay.add_argument(
+        "--requests",
+        metavar="FILE",
+        help='chat bodies (JSONL, optional "tenant" and "completion_tokens") instead of the '
+        "ledger",
+    )
+    replay.add_argument(
+        "--against",
+        metavar="CURRENT",
+        help="with --requests: the config to compare with (default $SWITCHBOARD_CONFIG, else "
+        "config/gateway.yaml)",
+    )
+    replay.add_argument("--data-dir", metavar="DIR", help="the gateway's data directory")
+    replay.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
 
 def run_routing_command(args: argparse.Namespace) -> int | None:
     """Run a routing command; ``None`` when ``args`` is not one. A :class:`CommandError` is
@@ -166,6 +204,7 @@ def run_routing_command(args: argparse.Namespace) -> int | None:
         "eval-router": _eval_router,
         "classify": _classify,
         "calibrate": run_calibrate,
+        "replay": _replay,
     }
     try:
         return run[str(command)](args)
@@ -199,7 +238,9 @@ def _require_sklearn() -> None:
 def _train_router(args: argparse.Namespace) -> int:
     from gateway.routing import training
 
-    paths = existing_files(args.data)
+    if not args.data and not args.feedback_tenant:
+        raise CommandError("give labelled rows (--data FILE...), --feedback-tenant NAME, or both")
+    paths = existing_files(args.data) if args.data else []
     score_range = _score_range(args.score_range)
     examples: list[Example] = []
     for path, lineno, row in labelled_rows(paths):
@@ -211,6 +252,8 @@ def _train_router(args: argparse.Namespace) -> int:
             )
         except (ValueError, TypeError, KeyError) as exc:
             raise CommandError(f"{path}:{lineno}: {exc}") from exc
+    if args.feedback_tenant:
+        examples.extend(_feedback_examples(args, training.example_from_row))
     _check_trainable(examples, paths)
     _require_sklearn()
 
@@ -253,8 +296,27 @@ def _train_router(args: argparse.Namespace) -> int:
     return 0
 
 
+def _feedback_examples(
+    args: argparse.Namespace, example_from_row: Callable[..., Example]
+) -> list[Example]:
+    from gateway.routing.feedback_rows import feedback_rows
+    from gateway.settings import Settings
+
+    data_dir = Path(args.data_dir) if args.data_dir else Settings.from_env().data_dir
+    try:
+        found = feedback_rows(data_dir / "ledger.sqlite3", args.feedback_tenant)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    for why, count in sorted(found.left_out.items()):
+        sys.stderr.write(f"feedback: left out {count}: {why}\n")
+    sys.stderr.write(
+        f"feedback: {len(found.rows)} row(s) from tenant {args.feedback_tenant!r}\n"
+    )
+    return [example_from_row(row, source="feedback") for row in found.rows]
+
+
 def _check_trainable(examples: Sequence[Example], paths: Sequence[Path]) -> None:
-    names = ", ".join(str(p) for p in paths)
+    names = ", ".join(str(p) for p in paths) or "the feedback"
     if len(examples) < MIN_TRAINING_ROWS:
         raise CommandError(
             f"{len(examples)} labelled row(s) in {names}; training needs at least "
@@ -357,3 +419,71 @@ def _classify(args: argparse.Namespace) -> int:
             src_cm.close()
 
 
+
+
+# --- replay -----------------------------------------------------------------------------------
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from gateway.config import ConfigError, load_config
+    from gateway.ledger import LedgerError, LedgerQuery, SqliteLedger
+    from gateway.reports import parse_date_bound
+    from gateway.routing.replay import format_result, replay_records, replay_requests
+    from gateway.settings import Settings
+
+    try:
+        new = load_config(args.config)
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from exc
+    bar = ProgressBar(sys.stderr)
+
+    def progress(done: int, total: int | None) -> None:
+        bar("replay", done, total if total is not None else max(done, 1))
+
+    if args.requests:
+        if args.since or args.until:
+            raise CommandError("--since/--until select ledger requests; drop them with --requests")
+        against_path = args.against or Settings.from_env().config_path
+        try:
+            against = load_config(against_path)
+            result = replay_requests(
+                Path(args.requests), new, against, default_tenant=args.tenant, progress=progress
+            )
+        except ConfigError as exc:
+            raise CommandError(str(exc)) from exc
+        except OSError as exc:
+            raise CommandError(f"cannot read {args.requests}: {exc.strerror}") from exc
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        finally:
+            bar.close()
+    else:
+        data_dir = Path(args.data_dir) if args.data_dir else Settings.from_env().data_dir
+        path = data_dir / "ledger.sqlite3"
+        if not path.exists():
+            raise CommandError(
+                f"no ledger at {path}; pass --data-dir (the gateway's data directory), or "
+                "--requests FILE to replay chat bodies instead"
+            )
+        try:
+            query = LedgerQuery(
+                tenant=args.tenant,
+                since=parse_date_bound(args.since) if args.since else None,
+                until=parse_date_bound(args.until, end=True) if args.until else None,
+            )
+            ledger = SqliteLedger(path)
+            try:
+                total = ledger.count(query)
+                result = replay_records(
+                    ledger.records(query), new, total=total, progress=progress
+                )
+            finally:
+                ledger.close()
+                bar.close()
+        except (LedgerError, ValueError) as exc:
+            raise CommandError(str(exc)) from exc
+    if args.json:
+        sys.stdout.write(json.dumps(result.as_dict(), indent=2) + "\n")
+    else:
+        sys.stdout.write(format_result(result) + "\n")
+    return 0
