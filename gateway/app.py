@@ -22,14 +22,15 @@ from gateway.api.errors import (
 from gateway.api.handlers import ROUTES
 from gateway.api.legacy import completions
 from gateway.api.metrics import metrics
+from gateway.api.reports import REPORT_ROUTES
 from gateway.api.routing import ROUTING_ROUTES
 from gateway.cache import build_cache_store
 from gateway.config import LoadedConfig, load_config
 from gateway.errors import GatewayError
 from gateway.feedback import FeedbackStore
 from gateway.ledger import Ledger, SqliteLedger
-from gateway.runtime import build_runtime
 from gateway.reload import ConfigReloader
+from gateway.runtime import build_runtime
 from gateway.service import Switchboard
 from gateway.settings import Settings
 from gateway.telemetry import Telemetry
@@ -140,7 +141,7 @@ def create_app(settings: Settings, *, switchboard: Switchboard | None = None) ->
             ],
         )
     app = Litestar(
-        route_handlers=[*ROUTES, *ROUTING_ROUTES, completions, metrics],
+        route_handlers=[*ROUTES, *ROUTING_ROUTES, completions, metrics, *REPORT_ROUTES],
         lifespan=[lifespan],
         cors_config=cors,
         request_max_body_size=server.body_limit_bytes,

@@ -26,6 +26,15 @@ def _err(text: str) -> None:
     sys.stderr.write(text + "\n")
 
 
+def _zone_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", help="read tenants' time zones from this config (default: as for serve)"
+    )
+    parser.add_argument(
+        "--tz", metavar="ZONE", help="put every tenant in this IANA time zone (skip the config)"
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gateway",
@@ -52,19 +61,50 @@ def _parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--tenant", required=True, help="tenant the key is for")
 
-    report = sub.add_parser("report", help="spend report from the ledger")
+    report = sub.add_parser("report", help="spend report from the ledger (table, CSV, JSON, HTML)")
     report.add_argument("--tenant", help="only this tenant")
-    report.add_argument("--since", help="from this day (YYYY-MM-DD, UTC) or ISO time, inclusive")
     report.add_argument(
-        "--until", help="up to and including this day (YYYY-MM-DD, UTC) or up to an ISO time"
+        "--since",
+        "--from",
+        dest="since",
+        help="from this day (YYYY-MM-DD, in the tenant's time zone) or ISO time, inclusive",
+    )
+    report.add_argument(
+        "--until",
+        "--to",
+        dest="until",
+        help="up to and including this day (YYYY-MM-DD, tenant's time zone) or up to an ISO time",
     )
     report.add_argument("--format", choices=["table", "csv", "json"], default="table")
     report.add_argument(
         "--group-by",
         default="tenant,route,model",
-        help="comma-separated: tenant, route, model, day, status_class",
+        help="comma-separated: day, month, model, tier (or route), user, tenant, status_class",
     )
+    report.add_argument(
+        "--html", metavar="FILE", help="write the HTML report (charts) to FILE instead"
+    )
+    _zone_arguments(report)
     report.add_argument("--data-dir", help=DATA_DIR_HELP)
+
+    ledger = sub.add_parser("ledger", help="export and prune the spend ledger")
+    ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
+    export = ledger_sub.add_parser("export", help="one tenant's raw records as CSV or JSONL")
+    export.add_argument("--tenant", required=True, help="the tenant to export")
+    export.add_argument("--from", dest="since", help="from this day (YYYY-MM-DD) or ISO time")
+    export.add_argument("--to", dest="until", help="up to and including this day, or an ISO time")
+    export.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    export.add_argument("--output", metavar="FILE", help="write to FILE (default: stdout)")
+    _zone_arguments(export)
+    export.add_argument("--data-dir", help=DATA_DIR_HELP)
+    prune = ledger_sub.add_parser(
+        "prune", help="roll raw records older than N days up into daily aggregates, then delete"
+    )
+    prune.add_argument(
+        "--keep-days", type=int, required=True, metavar="N", help="keep N days of raw records"
+    )
+    _zone_arguments(prune)
+    prune.add_argument("--data-dir", help=DATA_DIR_HELP)
 
     config = sub.add_parser("config", help="config files")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -82,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _keys_create(args.tenant)
     if args.command == "report":
         return _report(args)
+    if args.command == "ledger":
+        return _ledger(args)
     routed = run_routing_command(args)
     if routed is not None:
         return routed
@@ -133,16 +175,7 @@ def _keys_create(tenant: str) -> int:
     return 0
 
 
-def _report(args: argparse.Namespace) -> int:
-    from gateway.ledger import LedgerError, LedgerQuery, SqliteLedger
-    from gateway.reports import (
-        build_report,
-        parse_date_bound,
-        render_csv,
-        render_json,
-        render_table,
-    )
-
+def _ledger_path(args: argparse.Namespace) -> Path | None:
     data_dir = Path(args.data_dir) if args.data_dir else Settings.from_env().data_dir
     path = data_dir / "ledger.sqlite3"
     if not path.exists():
@@ -150,24 +183,93 @@ def _report(args: argparse.Namespace) -> int:
             f"gateway: no ledger at {path}; start the gateway first, or pass --data-dir "
             f"(default {default_data_dir({})} or $SWITCHBOARD_DATA_DIR)"
         )
+        return None
+    return path
+
+
+def _report(args: argparse.Namespace) -> int:
+    from gateway.ledger import LedgerError, SqliteLedger
+    from gateway.report_html import build_html_report
+    from gateway.reports import (
+        SpendQuery,
+        build_spend_report,
+        parse_group_by,
+        render_spend_csv,
+        render_spend_json,
+        render_spend_table,
+    )
+    from gateway.timezones import parse_bound, zone, zones_for
+
+    path = _ledger_path(args)
+    if path is None:
         return 2
     try:
-        query = LedgerQuery(
-            tenant=args.tenant,
-            since=parse_date_bound(args.since) if args.since else None,
-            until=parse_date_bound(args.until, end=True) if args.until else None,
-        )
-        group_by = tuple(g.strip() for g in args.group_by.split(",") if g.strip())
+        zones = zones_for(args.tz, args.config)
+        tz = zone(zones.name_of(args.tenant) if args.tenant else zones.default)
+        since = parse_bound(args.since, tz, param="--since") if args.since else None
+        until = parse_bound(args.until, tz, end=True, param="--until") if args.until else None
+        group_by = parse_group_by(args.group_by)
+        query = SpendQuery(tenant=args.tenant, since=since, until=until, group_by=group_by)
         ledger = SqliteLedger(path)
         try:
-            report = build_report(ledger, query, group_by)
+            if args.html:
+                page = build_html_report(ledger, args.tenant, since, until, zones)
+            else:
+                report = build_spend_report(ledger, query, zones)
         finally:
             ledger.close()
-    except (LedgerError, ValueError) as exc:
+        if args.html:
+            Path(args.html).write_text(page, encoding="utf-8")
+    except (LedgerError, OSError, ValueError) as exc:
         _err(f"gateway: {exc}")
         return 2
-    render = {"table": render_table, "csv": render_csv, "json": render_json}[args.format]
-    sys.stdout.write(render(report).rstrip("\n") + "\n")
+    if args.html:
+        _err(f"gateway: wrote the HTML report to {args.html}")
+        return 0
+    render = {"table": render_spend_table, "csv": render_spend_csv, "json": render_spend_json}
+    sys.stdout.write(render[args.format](report).rstrip("\n") + "\n")
+    return 0
+
+
+def _ledger(args: argparse.Namespace) -> int:
+    from gateway.ledger import LedgerError, LedgerQuery, SqliteLedger
+    from gateway.retention import export, prune
+    from gateway.timezones import parse_bound, zone, zones_for
+
+    path = _ledger_path(args)
+    if path is None:
+        return 2
+    try:
+        zones = zones_for(args.tz, args.config)
+        ledger = SqliteLedger(path)
+        try:
+            if args.ledger_command == "prune":
+                done = prune(ledger, keep_days=args.keep_days, zones=zones, now=datetime.now(UTC))
+                for p in done:
+                    _out(
+                        f"{p.tenant} ({p.time_zone}): {p.records} records in {p.days} days "
+                        f"before {p.kept_from} rolled up into daily aggregates"
+                    )
+                if not done:
+                    _out(f"nothing to prune: no records older than {args.keep_days} days")
+                return 0
+            tz = zone(zones.name_of(args.tenant))
+            query = LedgerQuery(
+                tenant=args.tenant,
+                since=parse_bound(args.since, tz, param="--from") if args.since else None,
+                until=parse_bound(args.until, tz, end=True, param="--to") if args.until else None,
+            )
+            if args.output:
+                with open(args.output, "w", encoding="utf-8", newline="") as out:
+                    count = export(ledger, query, args.format, out)
+                _err(f"gateway: exported {count} records to {args.output}")
+            else:
+                export(ledger, query, args.format, sys.stdout)
+        finally:
+            ledger.close()
+    except (LedgerError, OSError, ValueError) as exc:
+        _err(f"gateway: {exc}")
+        return 2
     return 0
 
 

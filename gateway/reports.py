@@ -1,4 +1,4 @@
-"""Finance reports from the spend ledger: one summary, rendered as a text table, CSV or JSON.
+"""Finance reports from the spend ledger: summaries rendered as a text table, CSV or JSON.
 
 Money stays integer micros until it is rendered, and is rendered with ``money.format_usd``
 (six decimals, exact), never through a float.
@@ -10,20 +10,34 @@ import csv
 import io
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from gateway.ledger import Ledger, LedgerQuery, SummaryRow
+from gateway.ledger import Ledger, LedgerQuery, SummaryRow, TenantSet
 from gateway.money import format_usd
+from gateway.timezones import TenantZones, constant_offset_spans, zone
 
 __all__ = [
+    "GROUP_BY_CHOICES",
+    "BudgetLookup",
+    "BudgetStatus",
     "Report",
+    "SpendQuery",
+    "SpendReport",
     "build_report",
+    "build_spend_report",
+    "format_usd_cents",
+    "no_budgets",
     "parse_date_bound",
+    "parse_group_by",
     "render_csv",
     "render_json",
+    "render_spend_csv",
+    "render_spend_json",
+    "render_spend_table",
     "render_table",
 ]
 
@@ -90,15 +104,19 @@ def _cells(row: SummaryRow) -> list[str]:
 def render_table(report: Report) -> str:
     """An aligned text table: one line per group, then a TOTAL line."""
     keys = list(report.group_by)
+    body = [[row.key.get(k, "") for k in keys] + _cells(row) for row in report.rows]
+    return _aligned(keys, _header(report), body, _cells(report.total))
+
+
+def _aligned(
+    keys: Sequence[str], header: list[str], body: list[list[str]], total_cells: list[str]
+) -> str:
     # Without group columns there is nowhere to write "TOTAL", so add an unnamed label column.
-    label_only = not keys
-    header = ([""] if label_only else []) + _header(report)
-    body = [
-        ([""] if label_only else [row.key.get(k, "") for k in keys]) + _cells(row)
-        for row in report.rows
-    ]
-    n_keys = 1 if label_only else len(keys)
-    total = ["TOTAL"] + [""] * (n_keys - 1) + _cells(report.total)
+    if not keys:
+        header = ["", *header]
+        body = [["", *line] for line in body]
+    n_keys = max(1, len(keys))
+    total = ["TOTAL"] + [""] * (n_keys - 1) + total_cells
     widths = [max(len(line[i]) for line in [header, *body, total]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -175,3 +193,300 @@ def parse_date_bound(text: str, *, end: bool = False) -> datetime:
             f"date {text!r} has no UTC offset, so its instant is ambiguous: {accepted}"
         )
     return parsed
+
+
+# -- spend reports: GET /admin/reports/spend, GET /admin/reports, gateway report ----------------
+#
+# Unlike ``Report`` above (UTC days, raw records only, kept for GET /admin/report), a spend report
+# groups days and months in each tenant's time zone and reads rolled-up days (``daily_aggregates``)
+# as well as raw records, so its totals do not change when old records are pruned.
+
+GROUP_BY_CHOICES: tuple[str, ...] = (
+    "day",
+    "month",
+    "model",
+    "tier",
+    "user",
+    "tenant",
+    "status_class",
+)
+# group_by name -> ledger column; "route" is the older name of "tier", kept for `gateway report`.
+_SPEND_COLUMN: dict[str, str] = {
+    "day": "day",
+    "month": "day",
+    "model": "model",
+    "tier": "route",
+    "route": "route",
+    "user": "end_user",
+    "tenant": "tenant",
+    "status_class": "status_class",
+}
+_SPEND_COUNTS = ("requests", "errors", "cache_hits", "input_tokens", "output_tokens")
+_ONE_US = timedelta(microseconds=1)
+_SCAN_SHARE = 1 / 3
+
+
+def parse_group_by(text: str) -> tuple[str, ...]:
+    """``"day,tier"`` -> ``("day", "tier")``; ``ValueError`` naming the choices otherwise."""
+    choices = (
+        "use day, month, model, tier, user, tenant or status_class, each once, comma-separated "
+        "(e.g. group_by=day,tier)"
+    )
+    names = tuple(part.strip() for part in text.split(","))
+    if not all(names):
+        raise ValueError(f"group_by is empty or has an empty name ({text!r}); {choices}")
+    unknown = [n for n in names if n not in _SPEND_COLUMN]
+    if unknown:
+        raise ValueError(f"cannot group by {', '.join(map(repr, unknown))}; {choices}")
+    if len({_SPEND_COLUMN[n] for n in names}) != len(names):
+        raise ValueError(
+            f"group_by {text!r} names one thing twice (day and month, or tier and route, are "
+            f"one each); {choices}"
+        )
+    return names
+
+
+@dataclass(frozen=True, slots=True)
+class SpendQuery:
+    """One tenant (or all) in ``[since, until)`` (open where None), grouped by ``group_by``."""
+
+    tenant: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    group_by: tuple[str, ...] = ("day",)
+
+    def __post_init__(self) -> None:
+        if self.since is not None and self.until is not None and self.since >= self.until:
+            raise ValueError(
+                f"from ({self.since.isoformat()}) is not before to ({self.until.isoformat()}); "
+                "swap them, or give a from that is earlier than to"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetStatus:
+    """A tenant's budget in its current calendar ``period``, in USD micros; None where unknown."""
+
+    period: str  # "day" | "month"
+    limit_micros: int | None = None
+    used_micros: int | None = None
+
+    @property
+    def left_micros(self) -> int | None:
+        if self.limit_micros is None or self.used_micros is None:
+            return None
+        return self.limit_micros - self.used_micros
+
+
+# The hook for "budget used and left": given a tenant and the current instant, the budget state of
+# its day and its month. gateway.budget provides the real one; until it is wired in (see
+# gateway.api.reports.budget_lookup), ``no_budgets`` reports every amount as unknown (JSON null).
+BudgetLookup = Callable[[str, datetime], Sequence[BudgetStatus]]
+
+
+def no_budgets(tenant: str, now: datetime) -> tuple[BudgetStatus, ...]:
+    """The budget hook before the budget package answers: day and month, amounts unknown."""
+    return (BudgetStatus("day"), BudgetStatus("month"))
+
+
+@dataclass(frozen=True, slots=True)
+class SpendReport:
+    query: SpendQuery
+    time_zone: str | None  # the zone its days follow; None when tenants differ (each their own)
+    rows: list[SummaryRow]  # key: one value per group_by name
+    total: SummaryRow
+    budget: tuple[BudgetStatus, ...] | None  # None for a report over every tenant
+
+
+def build_spend_report(
+    ledger: Ledger,
+    query: SpendQuery,
+    zones: TenantZones,
+    *,
+    budgets: BudgetLookup = no_budgets,
+    now: datetime | None = None,
+) -> SpendReport:
+    """Sum raw records and rolled-up days per ``query.group_by``, days in each tenant's zone."""
+    columns = tuple(dict.fromkeys(_SPEND_COLUMN[g] for g in query.group_by))
+    sums: dict[tuple[str, ...], list[int]] = {}
+    plans = zones.groups(query.tenant)
+    for zone_name, tenants in plans:
+        parts = ledger.aggregated_spend(tenants, query.since, query.until, columns)
+        bounds = ledger.spend_bounds(tenants)
+        if bounds is not None:
+            first, last = bounds[0], bounds[1] + _ONE_US
+            since = first if query.since is None else max(query.since, first)
+            until = last if query.until is None else min(query.until, last)
+            scan = _mostly(ledger, tenants, (until - since) / (last - first))
+            if since < until and "day" in columns:
+                for start, end, offset in constant_offset_spans(zone(zone_name), since, until):
+                    parts.extend(
+                        ledger.local_spend(tenants, start, end, offset, columns, scan=scan)
+                    )
+            elif since < until:  # no local dates needed: one query, whatever the zone
+                parts.extend(
+                    ledger.local_spend(tenants, since, until, timedelta(0), columns, scan=scan)
+                )
+        for part in parts:
+            key = tuple(_group_value(name, part.key) for name in query.group_by)
+            acc = sums.setdefault(key, [0] * 7)
+            for i, value in enumerate(_metrics(part)):
+                acc[i] += value
+    rows = [
+        _summary(dict(zip(query.group_by, key, strict=True)), sums[key]) for key in sorted(sums)
+    ]
+    total = _summary({}, [sum(column) for column in zip(*(_metrics(r) for r in rows), strict=True)])
+    time_zone = (
+        zones.name_of(query.tenant)
+        if query.tenant is not None
+        else plans[0][0]
+        if len(plans) == 1
+        else None
+    )
+    budget = None
+    if query.tenant is not None:
+        budget = tuple(budgets(query.tenant, now or datetime.now(UTC)))
+    return SpendReport(query=query, time_zone=time_zone, rows=rows, total=total, budget=budget)
+
+
+def _mostly(ledger: Ledger, tenants: TenantSet, time_share: float) -> bool:
+    """Will the read touch a third of the ledger or more? Then a table scan beats the indexes.
+
+    Assumes records spread evenly over time; the tenants' share is counted (index-only, fast).
+    """
+    if time_share < _SCAN_SHARE:
+        return False
+    if tenants.only is None:
+        return True
+    everything = ledger.count(LedgerQuery())
+    mine = sum(ledger.count(LedgerQuery(tenant=t)) for t in tenants.only)
+    return everything > 0 and mine * time_share >= everything * _SCAN_SHARE
+
+
+def _group_value(name: str, key: Mapping[str, str]) -> str:
+    value = key[_SPEND_COLUMN[name]]
+    return value[:7] if name == "month" else value
+
+
+def _metrics(row: SummaryRow) -> tuple[int, ...]:
+    return (
+        row.requests,
+        row.errors,
+        row.cache_hits,
+        row.prompt_tokens,
+        row.completion_tokens,
+        row.cost_micros,
+        row.large_cost_micros,
+    )
+
+
+def _summary(key: dict[str, str], values: Sequence[int]) -> SummaryRow:
+    if not values:
+        values = [0] * 7
+    return SummaryRow(key, *values)
+
+
+def _spend_money(row: SummaryRow) -> list[tuple[str, int]]:
+    return [
+        ("cost", row.cost_micros),
+        ("large_cost", row.large_cost_micros),
+        ("savings", row.savings_micros),
+    ]
+
+
+def _spend_counts(row: SummaryRow) -> list[int]:
+    return [row.requests, row.errors, row.cache_hits, row.prompt_tokens, row.completion_tokens]
+
+
+def spend_row_json(row: SummaryRow, group_by: Sequence[str]) -> dict[str, Any]:
+    """One row: group keys, counts, and money as exact micros plus exact USD strings."""
+    out: dict[str, Any] = {name: row.key.get(name, "") for name in group_by}
+    out.update(zip(_SPEND_COUNTS, _spend_counts(row), strict=True))
+    for name, micros in _spend_money(row):
+        out[f"{name}_micros"] = micros
+        out[f"{name}_usd"] = format_usd(micros)
+    return out
+
+
+def _usd_or_none(micros: int | None) -> str | None:
+    return None if micros is None else format_usd(micros)
+
+
+def budget_json(status: BudgetStatus) -> dict[str, Any]:
+    return {
+        "period": status.period,
+        "limit_micros": status.limit_micros,
+        "limit_usd": _usd_or_none(status.limit_micros),
+        "used_micros": status.used_micros,
+        "used_usd": _usd_or_none(status.used_micros),
+        "left_micros": status.left_micros,
+        "left_usd": _usd_or_none(status.left_micros),
+    }
+
+
+def render_spend_json(report: SpendReport) -> str:
+    query = report.query
+    doc = {
+        "object": "spend_report",
+        "tenant": query.tenant,
+        "time_zone": report.time_zone,
+        "from": query.since.isoformat() if query.since else None,
+        "to": query.until.isoformat() if query.until else None,
+        "group_by": list(query.group_by),
+        "currency": "USD",
+        "rows": [spend_row_json(row, query.group_by) for row in report.rows],
+        "total": spend_row_json(report.total, ()),
+        "budget": (
+            None if report.budget is None else {b.period: budget_json(b) for b in report.budget}
+        ),
+    }
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def _spend_header(group_by: Sequence[str]) -> list[str]:
+    money = [name for name, _ in _spend_money(_summary({}, []))]
+    return [
+        *group_by,
+        *_SPEND_COUNTS,
+        *(f"{m}_usd" for m in money),
+        *(f"{m}_micros" for m in money),
+    ]
+
+
+def _spend_cells(row: SummaryRow) -> list[str]:
+    money = _spend_money(row)
+    return [
+        *map(str, _spend_counts(row)),
+        *(format_usd(micros) for _, micros in money),
+        *(str(micros) for _, micros in money),
+    ]
+
+
+def render_spend_csv(report: SpendReport) -> str:
+    """A header row and one row per group (no total row): exact USD strings and integer micros."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    group_by = report.query.group_by
+    writer.writerow(_spend_header(group_by))
+    for row in report.rows:
+        writer.writerow([row.key.get(k, "") for k in group_by] + _spend_cells(row))
+    return out.getvalue()
+
+
+def render_spend_table(report: SpendReport) -> str:
+    """An aligned text table with a TOTAL line (money in USD; the micros columns left out)."""
+    group_by = list(report.query.group_by)
+    width = len(_SPEND_COUNTS) + 3
+    header = _spend_header(group_by)[: len(group_by) + width]
+    body = [
+        [row.key.get(k, "") for k in group_by] + _spend_cells(row)[:width] for row in report.rows
+    ]
+    return _aligned(group_by, header, body, _spend_cells(report.total)[:width])
+
+
+def format_usd_cents(micros: int) -> str:
+    """For people: ``$1,234.57`` (rounded half-even to the cent); exact values stay in micros."""
+    cents = (Decimal(micros) / 10_000).to_integral_value(rounding=ROUND_HALF_EVEN)
+    sign = "-" if cents < 0 else ""
+    whole, frac = divmod(int(abs(cents)), 100)
+    return f"{sign}${whole:,}.{frac:02d}"

@@ -5,18 +5,28 @@ import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from gateway.ledger import LedgerQuery, LedgerRecord, SqliteLedger
 from gateway.reports import (
+    BudgetStatus,
+    SpendQuery,
     build_report,
+    build_spend_report,
+    format_usd_cents,
     parse_date_bound,
+    parse_group_by,
     render_csv,
     render_json,
+    render_spend_csv,
+    render_spend_json,
+    render_spend_table,
     render_table,
 )
+from gateway.timezones import TenantZones
 
 DAY = datetime(2026, 11, 26, tzinfo=UTC)
 
@@ -208,3 +218,322 @@ def test_an_unparseable_or_naive_bound_names_the_accepted_formats(text: str) -> 
 
     assert "ISO 8601 datetime with an offset" in str(info.value)
     assert repr(text) in str(info.value)
+
+
+# -- spend reports: local days, reconciliation, shapes ----------------------------------------
+
+SMALL_IN, SMALL_OUT = Decimal("0.15"), Decimal("0.60")  # USD per million tokens
+LARGE_IN, LARGE_OUT = Decimal("2.50"), Decimal("10.00")
+
+
+def priced(prompt: int, completion: int, per_in: Decimal, per_out: Decimal) -> int:
+    """Micros for known tokens and prices, computed here independently of gateway.pricing."""
+    return int((prompt * per_in + completion * per_out).to_integral_value())
+
+
+def spend_record(
+    request_id: str,
+    ts: datetime,
+    *,
+    tenant: str = "acme",
+    route: str = "small",
+    prompt: int = 1_000,
+    completion: int = 500,
+    user: str | None = None,
+    status: int = 200,
+) -> LedgerRecord:
+    cache = route == "cache"
+    price = (LARGE_IN, LARGE_OUT) if route == "large" else (SMALL_IN, SMALL_OUT)
+    return LedgerRecord(
+        request_id=request_id,
+        ts=ts,
+        tenant=tenant,
+        requested_model="auto",
+        route=route,
+        model=None if cache else {"small": "gpt-4o-mini", "large": "gpt-4o"}[route],
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cost_micros=0 if cache else priced(prompt, completion, *price),
+        large_cost_micros=priced(prompt, completion, LARGE_IN, LARGE_OUT),
+        latency_ms=1.0,
+        status=status,
+        stream=False,
+        cache_hit=cache,
+        end_user=user,
+    )
+
+
+@pytest.fixture
+def spend_ledger(tmp_path: Path) -> Iterator[SqliteLedger]:
+    with SqliteLedger(tmp_path / "spend.db") as led:
+        yield led
+
+
+UTC_ZONES = TenantZones()
+
+
+def test_totals_reconcile_to_the_cent_with_known_tokens_and_prices(
+    spend_ledger: SqliteLedger,
+) -> None:
+    # 120 small requests of 1,000 in / 500 out: 1,000 x 0.15 + 500 x 0.60 = 450 micros each.
+    for i in range(120):
+        spend_ledger.record(spend_record(f"s{i}", DAY + timedelta(minutes=i)))
+    # 7 large ones of 12,345 in / 678 out: 30,862.5 + 6,780 -> 37,642 micros each (rounded once).
+    for i in range(7):
+        spend_ledger.record(
+            spend_record(f"l{i}", DAY, route="large", prompt=12_345, completion=678)
+        )
+    spend_ledger.flush()
+
+    report = build_spend_report(spend_ledger, SpendQuery(group_by=("tier",)), UTC_ZONES)
+
+    by_tier = {r.key["tier"]: r for r in report.rows}
+    assert by_tier["small"].cost_micros == 120 * 450 == 54_000
+    assert by_tier["large"].cost_micros == 7 * 37_642
+    assert report.total.cost_micros == 54_000 + 263_494
+    assert format_usd_cents(report.total.cost_micros) == "$0.32"  # 0.317494 to the cent
+    doc = json.loads(render_spend_json(report))
+    assert doc["total"]["cost_usd"] == "0.317494"
+    assert doc["total"]["input_tokens"] == 120 * 1_000 + 7 * 12_345
+    assert doc["total"]["output_tokens"] == 120 * 500 + 7 * 678
+    # Savings: the same tokens on the large model (7,500 micros each small request) minus cost.
+    assert by_tier["small"].savings_micros == 120 * (7_500 - 450)
+    assert by_tier["large"].savings_micros == 0
+
+
+def test_cache_hits_cost_nothing_and_count_their_savings(spend_ledger: SqliteLedger) -> None:
+    spend_ledger.record(spend_record("miss", DAY))
+    spend_ledger.record(spend_record("hit1", DAY, route="cache"))
+    spend_ledger.record(spend_record("hit2", DAY, route="cache"))
+    spend_ledger.flush()
+
+    report = build_spend_report(spend_ledger, SpendQuery(group_by=("tier",)), UTC_ZONES)
+
+    cache = next(r for r in report.rows if r.key["tier"] == "cache")
+    assert (cache.requests, cache.cache_hits, cache.cost_micros) == (2, 2, 0)
+    assert cache.savings_micros == 2 * 7_500
+    assert report.total.cache_hits == 2
+    assert report.total.savings_micros == 2 * 7_500 + (7_500 - 450)
+
+
+def test_a_record_at_2330_utc_is_on_the_next_day_in_shanghai(spend_ledger: SqliteLedger) -> None:
+    spend_ledger.record(spend_record("late", datetime(2026, 11, 26, 23, 30, tzinfo=UTC)))
+    spend_ledger.record(spend_record("early", datetime(2026, 11, 26, 15, 59, tzinfo=UTC)))
+    spend_ledger.flush()
+    shanghai = TenantZones({"acme": "Asia/Shanghai"})
+
+    local = build_spend_report(spend_ledger, SpendQuery(tenant="acme"), shanghai)
+    utc = build_spend_report(spend_ledger, SpendQuery(tenant="acme"), UTC_ZONES)
+
+    assert [(r.key["day"], r.requests) for r in local.rows] == [
+        ("2026-11-26", 1),  # 23:59 local
+        ("2026-11-27", 1),  # 07:30 local
+    ]
+    assert local.time_zone == "Asia/Shanghai"
+    assert [(r.key["day"], r.requests) for r in utc.rows] == [("2026-11-26", 2)]
+
+
+def test_a_day_on_the_shanghai_calendar_is_the_from_to_range() -> None:
+    from gateway.timezones import parse_bound, zone
+
+    tz = zone("Asia/Shanghai")
+    assert parse_bound("2026-11-27", tz) == datetime(2026, 11, 26, 16, tzinfo=UTC)
+    assert parse_bound("2026-11-27", tz, end=True) == datetime(2026, 11, 27, 16, tzinfo=UTC)
+
+
+def test_days_follow_daylight_saving_time_in_new_york(spend_ledger: SqliteLedger) -> None:
+    # New York leaves DST on 2026-11-01 at 02:00 local (06:00 UTC): that day has 25 hours.
+    stamps = {
+        "a": datetime(2026, 10, 31, 3, 59, tzinfo=UTC),  # 2026-10-30 23:59 EDT
+        "b": datetime(2026, 10, 31, 4, 0, tzinfo=UTC),  # 2026-10-31 00:00 EDT
+        "c": datetime(2026, 11, 1, 4, 30, tzinfo=UTC),  # 2026-11-01 00:30 EDT
+        "d": datetime(2026, 11, 2, 4, 30, tzinfo=UTC),  # 2026-11-01 23:30 EST
+        "e": datetime(2026, 11, 2, 5, 0, tzinfo=UTC),  # 2026-11-02 00:00 EST
+    }
+    for name, ts in stamps.items():
+        spend_ledger.record(spend_record(name, ts))
+    spend_ledger.flush()
+    zones = TenantZones({"acme": "America/New_York"})
+
+    days = build_spend_report(spend_ledger, SpendQuery(tenant="acme"), zones)
+    months = build_spend_report(spend_ledger, SpendQuery(group_by=("month",)), zones)
+
+    assert [(r.key["day"], r.requests) for r in days.rows] == [
+        ("2026-10-30", 1),
+        ("2026-10-31", 1),
+        ("2026-11-01", 2),
+        ("2026-11-02", 1),
+    ]
+    assert [(r.key["month"], r.requests) for r in months.rows] == [("2026-10", 2), ("2026-11", 3)]
+
+
+def test_tenants_in_different_zones_each_use_their_own(spend_ledger: SqliteLedger) -> None:
+    ts = datetime(2026, 11, 26, 23, 30, tzinfo=UTC)
+    spend_ledger.record(spend_record("a", ts, tenant="acme"))
+    spend_ledger.record(spend_record("g", ts, tenant="globex"))
+    spend_ledger.record(spend_record("i", ts, tenant="initech"))  # not configured: UTC
+    spend_ledger.flush()
+    zones = TenantZones({"acme": "Asia/Shanghai", "globex": "UTC"})
+
+    report = build_spend_report(spend_ledger, SpendQuery(group_by=("tenant", "day")), zones)
+
+    assert [(r.key["tenant"], r.key["day"]) for r in report.rows] == [
+        ("acme", "2026-11-27"),
+        ("globex", "2026-11-26"),
+        ("initech", "2026-11-26"),
+    ]
+    assert report.time_zone is None  # each tenant's own
+
+
+def test_group_by_model_and_user_and_csv_shape(spend_ledger: SqliteLedger) -> None:
+    spend_ledger.record(spend_record("1", DAY, user="alice"))
+    spend_ledger.record(spend_record("2", DAY, user="alice", route="large"))
+    spend_ledger.record(spend_record("3", DAY, route="cache"))
+    spend_ledger.flush()
+
+    by_user = build_spend_report(spend_ledger, SpendQuery(group_by=("user",)), UTC_ZONES)
+    text = render_spend_csv(
+        build_spend_report(spend_ledger, SpendQuery(group_by=("model",)), UTC_ZONES)
+    )
+
+    assert [(r.key["user"], r.requests) for r in by_user.rows] == [("", 1), ("alice", 2)]
+    lines = text.splitlines()
+    assert lines[0] == (
+        "model,requests,errors,cache_hits,input_tokens,output_tokens,cost_usd,large_cost_usd,"
+        "savings_usd,cost_micros,large_cost_micros,savings_micros"
+    )
+    rows = {r["model"]: r for r in csv.DictReader(io.StringIO(text))}
+    assert set(rows) == {"", "gpt-4o", "gpt-4o-mini"}
+    assert rows["gpt-4o-mini"]["cost_usd"] == "0.000450"
+    assert rows["gpt-4o-mini"]["cost_micros"] == "450"
+    assert rows[""]["cache_hits"] == "1" and rows[""]["cost_micros"] == "0"
+
+
+def test_json_shape_has_bounds_zone_rows_total_and_a_null_budget_hook(
+    spend_ledger: SqliteLedger,
+) -> None:
+    spend_ledger.record(spend_record("1", DAY))
+    spend_ledger.flush()
+    query = SpendQuery(
+        tenant="acme",
+        since=datetime(2026, 11, 1, tzinfo=UTC),
+        until=datetime(2026, 12, 1, tzinfo=UTC),
+        group_by=("day", "tier"),
+    )
+
+    doc = json.loads(render_spend_json(build_spend_report(spend_ledger, query, UTC_ZONES)))
+
+    assert doc["object"] == "spend_report"
+    assert (doc["tenant"], doc["time_zone"], doc["currency"]) == ("acme", "UTC", "USD")
+    assert (doc["from"], doc["to"]) == ("2026-11-01T00:00:00+00:00", "2026-12-01T00:00:00+00:00")
+    assert doc["group_by"] == ["day", "tier"]
+    assert doc["rows"] == [
+        {
+            "day": "2026-11-26",
+            "tier": "small",
+            "requests": 1,
+            "errors": 0,
+            "cache_hits": 0,
+            "input_tokens": 1_000,
+            "output_tokens": 500,
+            "cost_micros": 450,
+            "cost_usd": "0.000450",
+            "large_cost_micros": 7_500,
+            "large_cost_usd": "0.007500",
+            "savings_micros": 7_050,
+            "savings_usd": "0.007050",
+        }
+    ]
+    assert doc["total"]["cost_micros"] == 450 and "day" not in doc["total"]
+    # Until gateway.budget answers the hook, every amount is null.
+    assert doc["budget"]["month"] == {
+        "period": "month",
+        "limit_micros": None,
+        "limit_usd": None,
+        "used_micros": None,
+        "used_usd": None,
+        "left_micros": None,
+        "left_usd": None,
+    }
+    assert doc["budget"]["day"]["left_micros"] is None
+
+
+def test_a_budget_lookup_fills_used_and_left(spend_ledger: SqliteLedger) -> None:
+    def budgets(tenant: str, now: datetime) -> list[BudgetStatus]:
+        assert tenant == "acme"
+        return [BudgetStatus("month", limit_micros=10_000_000, used_micros=2_500_000)]
+
+    report = build_spend_report(
+        spend_ledger, SpendQuery(tenant="acme"), UTC_ZONES, budgets=budgets, now=DAY
+    )
+
+    month = json.loads(render_spend_json(report))["budget"]["month"]
+    assert (month["left_micros"], month["left_usd"]) == (7_500_000, "7.500000")
+
+
+def test_a_report_over_every_tenant_has_no_budget(spend_ledger: SqliteLedger) -> None:
+    doc = json.loads(render_spend_json(build_spend_report(spend_ledger, SpendQuery(), UTC_ZONES)))
+    assert doc["budget"] is None
+    assert doc["rows"] == [] and doc["total"]["requests"] == 0
+
+
+def test_spend_table_ends_with_a_total(spend_ledger: SqliteLedger) -> None:
+    spend_ledger.record(spend_record("1", DAY))
+    spend_ledger.flush()
+    table = render_spend_table(
+        build_spend_report(spend_ledger, SpendQuery(group_by=("tier",)), UTC_ZONES)
+    )
+    assert table.splitlines()[-1].split() == [
+        "TOTAL",
+        "1",
+        "0",
+        "0",
+        "1000",
+        "500",
+        "0.000450",
+        "0.007500",
+        "0.007050",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("day", ("day",)), ("day, tier", ("day", "tier")), ("route,model", ("route", "model"))],
+)
+def test_group_by_parses_names_and_the_legacy_route(text: str, expected: tuple[str, ...]) -> None:
+    assert parse_group_by(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "group_by is empty"),
+        ("colour", "cannot group by 'colour'"),
+        ("day,day", "twice"),
+        ("day,month", "twice"),
+        ("day,", "empty name"),
+    ],
+)
+def test_a_bad_group_by_names_the_choices(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as info:
+        parse_group_by(text)
+    assert "use day, month, model, tier, user" in str(info.value)
+
+
+def test_from_after_to_is_refused_with_the_fix() -> None:
+    with pytest.raises(ValueError, match="is not before to"):
+        SpendQuery(since=DAY + timedelta(days=1), until=DAY)
+
+
+@pytest.mark.parametrize(
+    ("micros", "text"),
+    [
+        (0, "$0.00"),
+        (5_000, "$0.00"),
+        (15_000, "$0.02"),
+        (1_234_567_890, "$1,234.57"),
+        (-25_000, "-$0.02"),
+    ],
+)
+def test_usd_for_people_rounds_half_even_to_the_cent(micros: int, text: str) -> None:
+    assert format_usd_cents(micros) == text
