@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from html import escape
 
 from gateway.ledger import Ledger, SummaryRow
@@ -34,7 +34,7 @@ __all__ = ["MonthProjection", "build_html_report", "project_month", "render_html
 
 TIER_COLOURS = {"large": "#d1495b", "small": "#00798c", "cache": "#66a182", "none": "#8d96a3"}
 _OTHER_COLOUR = "#edae49"
-_DAILY_LIMIT = 62  # longer ranges are drawn per month
+_DAILY_LIMIT = 62  # days; spend spread over longer is drawn per month
 _TOP = 10
 _ONE_US = timedelta(microseconds=1)
 _W, _H = 1080, 300  # chart size in px
@@ -83,7 +83,8 @@ def build_html_report(
         return build_spend_report(ledger, query, zones, budgets=budgets, now=now)
 
     by_time = report(("day", "tier"), since, until)
-    if len({r.key["day"] for r in by_time.rows}) > _DAILY_LIMIT:
+    days_seen = sorted({date.fromisoformat(r.key["day"]) for r in by_time.rows})
+    if days_seen and (days_seen[-1] - days_seen[0]).days >= _DAILY_LIMIT:
         by_time = report(("month", "tier"), since, until)
     by_model = report(("model",), since, until)
     by_user = report(("user",), since, until)
@@ -135,7 +136,7 @@ def render_html(
         if total.large_cost_micros
         else ""
     )
-    periods = sorted({r.key[period] for r in by_time.rows})
+    periods = _every_period(sorted({r.key[period] for r in by_time.rows}))
     tiers = sorted({r.key["tier"] for r in by_time.rows}, key=_tier_order)
     cost = {(r.key[period], r.key["tier"]): r.cost_micros for r in by_time.rows}
     per_period = {p: [r for r in by_time.rows if r.key[period] == p] for p in periods}
@@ -215,6 +216,22 @@ th,td{padding:3px 8px;border-bottom:1px solid #e5e9ef;text-align:right}
 th:first-child,td:first-child{text-align:left}
 .note{color:#5b6775;font-size:13px}
 """
+
+
+def _every_period(seen: Sequence[str]) -> list[str]:
+    """Days ("YYYY-MM-DD") or months ("YYYY-MM") from the first seen to the last, gaps included,
+    so that the time axis is even and a quiet day shows as no bar rather than no day."""
+    if not seen:
+        return []
+    if len(seen[0]) == 7:
+        first, last = date.fromisoformat(seen[0] + "-01"), date.fromisoformat(seen[-1] + "-01")
+        months = []
+        while first <= last:
+            months.append(first.isoformat()[:7])
+            first = next_month(first)
+        return months
+    start, end = date.fromisoformat(seen[0]), date.fromisoformat(seen[-1])
+    return [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
 
 
 def _short(period: str) -> str:
@@ -446,6 +463,8 @@ def _period_table(
     lines = []
     for p in periods:
         rows = per_period[p]
+        if not rows:
+            continue  # a quiet day: a gap in the charts, no line in the table
         cost = sum(r.cost_micros for r in rows)
         large = sum(r.large_cost_micros for r in rows)
         cells = [
