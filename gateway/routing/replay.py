@@ -170,7 +170,7 @@ def replay_records(
         if after != rec.route:
             result.changed += 1
             result.transitions[(rec.route, after)] += 1
-    if progress is not None:
+    if progress is not None and done >= 500:  # a bar for a few hundred rows is noise
         progress(done, total)
     return result
 
@@ -279,7 +279,7 @@ def format_result(result: ReplayResult) -> str:
         )
     delta = result.after.cost_micros - result.before.cost_micros
     lines.append(
-        f"{'cost':<8} {format_usd(result.before.cost_micros):>18} "
+        f"{'USD':<8} {format_usd(result.before.cost_micros):>18} "
         f"{format_usd(result.after.cost_micros):>18}  ({'+' if delta >= 0 else '-'}"
         f"{format_usd(abs(delta))})"
     )
