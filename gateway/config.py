@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import os
 import re
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -23,6 +26,7 @@ import msgspec
 import yaml
 from msgspec import Meta
 
+from gateway.budget.config import BudgetConfig, RateLimitsConfig
 from gateway.pricing import (
     FREE,
     ModelPrice,
@@ -188,8 +192,30 @@ class Condition(_Strict, frozen=True):
     prompt_tokens_under: Annotated[int, Meta(ge=1)] | None = None
     # Case-insensitive substrings of the last user message (works for Chinese: no word split).
     keywords_any: list[NonEmpty] = []
+    # Python regular expressions searched (case-insensitive) in the last user message; one
+    # match is enough. Checked at load time.
+    regex_any: list[NonEmpty] = []
     has_tools: bool | None = None
+    has_images: bool | None = None
     min_turns: PositiveInt | None = None
+
+    def __post_init__(self) -> None:
+        for i, pattern in enumerate(self.regex_any):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"`regex_any[{i}]` {pattern!r} is not a valid regular expression: {exc}"
+                ) from None
+
+    @property
+    def compiled_regexes(self) -> tuple[re.Pattern[str], ...]:
+        return _compiled(tuple(self.regex_any))
+
+
+@lru_cache(maxsize=256)
+def _compiled(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
+    return tuple(re.compile(p, re.IGNORECASE) for p in patterns)
 
 
 class Rule(_Strict, frozen=True):
@@ -298,6 +324,10 @@ class TenantConfig(_Strict, frozen=True):
     routing_threshold: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
     # IANA time zone: budget periods and report days follow it (e.g. Asia/Shanghai).
     timezone: NonEmpty = "UTC"
+    # Spending limits (docs/budgets.md); unset: nothing is capped and no store is asked.
+    budget: BudgetConfig | None = None
+    # Requests and tokens per minute, per key and per tenant; unset: unlimited.
+    rate_limits: RateLimitsConfig | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -444,16 +474,58 @@ def _validation_error(exc: msgspec.ValidationError, data: Any, source: str) -> C
                 try:
                     msgspec.convert(value, struct, strict=False)
                 except msgspec.ValidationError as inner:
-                    return _validation_error_at(inner, f"$.{section}.{key}", source)
-    return _validation_error_at(exc, "$", source)
+                    return _validation_error_at(inner, f"$.{section}.{key}", source, struct)
+    return _validation_error_at(exc, "$", source, GatewayConfig)
 
 
-def _validation_error_at(exc: msgspec.ValidationError, prefix: str, source: str) -> ConfigError:
+def _validation_error_at(
+    exc: msgspec.ValidationError, prefix: str, source: str, root: Any
+) -> ConfigError:
     message = str(exc)
     m = re.search(r" - at `\$([^`]*)`$", message)
     where = prefix + (m.group(1) if m else "")
     what = message[: m.start()] if m else message
+    if m and what.startswith("Invalid enum value"):
+        # msgspec names the bad value only; say which ones the field takes.
+        allowed = _literal_values(root, m.group(1))
+        if allowed:
+            what += f"; expected one of: {', '.join(map(str, allowed))}"
     return ConfigError(f"{source}: {where}: {what}")
+
+
+def _unwrap(tp: Any) -> Any:
+    """``Annotated[X, ...]`` and ``X | None`` as ``X``."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(args) != 1:
+                return tp
+            tp = args[0]
+        else:
+            return tp
+
+
+def _literal_values(root: Any, path: str) -> tuple[Any, ...] | None:
+    """The values of the ``Literal`` type found at ``path`` (``.a.b[0].c``) under ``root``."""
+    tp = root
+    for step in re.finditer(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[[^\]]*\]", path):
+        tp = _unwrap(tp)
+        origin = typing.get_origin(tp)
+        name = step.group(1)
+        if name is not None and isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+            hints = typing.get_type_hints(tp, include_extras=True)
+            if name not in hints:
+                return None
+            tp = hints[name]
+        elif origin in (dict, list):
+            tp = typing.get_args(tp)[-1]
+        else:
+            return None
+    tp = _unwrap(tp)
+    return typing.get_args(tp) if typing.get_origin(tp) is Literal else None
 
 
 def parse_config(
@@ -608,4 +680,13 @@ def _check(config: GatewayConfig, source: str) -> PriceTable:
                 f"$.tenants.{tenant}.baseline_tier",
                 f"tier {tc.baseline_tier!r} is not configured; known tiers: {known_tiers}",
             )
+        if tc.budget is not None:
+            tier_models = sorted({t.model for t in tiers.values()})
+            for model in tc.budget.model_limits:
+                if model not in tier_models:
+                    raise fail(
+                        f"$.tenants.{tenant}.budget.model_limits.{model}",
+                        f"unknown model {model!r}: model limits are per upstream model (the "
+                        f"names under `tiers.*.model`); known models: {', '.join(tier_models)}",
+                    )
     return prices

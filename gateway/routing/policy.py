@@ -315,6 +315,10 @@ def _matches(when: Condition, request: RouteRequest) -> str | None:
         if request.has_tools != when.has_tools:
             return None
         why.append("tools requested" if when.has_tools else "no tools")
+    if when.has_images is not None:
+        if request.has_images != when.has_images:
+            return None
+        why.append("images attached" if when.has_images else "no images")
     if when.min_turns is not None:
         if request.turns < when.min_turns:
             return None
@@ -325,4 +329,11 @@ def _matches(when: Condition, request: RouteRequest) -> str | None:
         if hit is None:
             return None
         why.append(f"keyword {hit!r}")
+    if when.regex_any:
+        found = next(
+            (m for r in when.compiled_regexes if (m := r.search(request.last_user_text))), None
+        )
+        if found is None:
+            return None
+        why.append(f"regex {found.re.pattern!r} matched {found.group(0)[:40]!r}")
     return ", ".join(why) or "always"

@@ -261,3 +261,36 @@ def test_a_pinned_decision_carries_the_features_too(config: GatewayConfig) -> No
     decision = run(config, request("gpt-4o", prompt_tokens=7, has_tools=True))
     assert decision.features["prompt_tokens"] == 7
     assert decision.features["has_tools"] is True
+
+
+def test_regex_any_matches_and_names_the_match() -> None:
+    text = CONFIG.replace(
+        "when: { prompt_tokens_over: 1000 }",
+        r"when: { regex_any: ['order\s*#?\d{6,}', '订单号?\s*\d+'] }",
+    )
+    config = parse_config(text, source="policy.yaml", env={}).config
+    assert run(config, request(text="where is my parcel")).route == "small"
+    decision = run(config, request(text="Where is ORDER #1234567 now?"))
+    assert decision.route == "large"
+    assert decision.reasons == (
+        "rule 'long-prompt': regex 'order\\\\s*#?\\\\d{6,}' matched 'ORDER #1234567'",
+    )
+    assert run(config, request(text="我的订单号 889900 到哪了")).route == "large"
+
+
+def test_an_invalid_regex_is_a_config_error_naming_the_rule() -> None:
+    from gateway.config import ConfigError
+
+    text = CONFIG.replace(
+        "when: { prompt_tokens_over: 1000 }", "when: { regex_any: ['(unclosed'] }"
+    )
+    with pytest.raises(ConfigError, match=r"\$.router.rules\[0\].when.*not a valid regular"):
+        parse_config(text, source="policy.yaml", env={})
+
+
+def test_has_images_matches_requests_with_images() -> None:
+    text = CONFIG.replace("when: { prompt_tokens_over: 1000 }", "when: { has_images: true }")
+    config = parse_config(text, source="policy.yaml", env={}).config
+    assert run(config, request()).route == "small"
+    decision = run(config, request(has_images=True))
+    assert decision.reasons == ("rule 'long-prompt': images attached",)
