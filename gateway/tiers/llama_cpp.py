@@ -72,6 +72,8 @@ _MIN_CONTEXT_TOKENS = 256
 # The worker enforces request_timeout_s between tokens; the event loop waits this much longer
 # before giving up on it (a long prompt's evaluation cannot be interrupted).
 _GRACE_S = 5.0
+# Longest a model load (warm_up) may take before it is reported as failed.
+_LOAD_TIMEOUT_S = 120.0
 _CONTEXT_EXCEEDED = re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)")
 
 
@@ -134,7 +136,9 @@ class LlamaCppTier:
 
     async def warm_up(self) -> None:
         """Load the model now (in the worker thread) rather than on the first request."""
-        job = self._submit(None)
+        # Loading is not waiting in line: give it its own, generous limit (a busy machine can take
+        # seconds to map the model), not queue_timeout_s.
+        job = self._submit(None, queue_timeout_s=max(self._queue_timeout_s, _LOAD_TIMEOUT_S))
         try:
             while not isinstance(await job.next(), _Done):
                 pass
@@ -210,7 +214,7 @@ class LlamaCppTier:
 
     # -- event loop side --------------------------------------------------------------------
 
-    def _submit(self, params: _Params | None) -> _Job:
+    def _submit(self, params: _Params | None, *, queue_timeout_s: float | None = None) -> _Job:
         if self._stopping.is_set():
             raise UpstreamUnavailable(f"{self._who} is shut down")
         job = _Job(
@@ -219,7 +223,7 @@ class LlamaCppTier:
             admission=self._admission,
             model=self.model,
             who=self._who,
-            queue_timeout_s=self._queue_timeout_s,
+            queue_timeout_s=self._queue_timeout_s if queue_timeout_s is None else queue_timeout_s,
             request_timeout_s=self._request_timeout_s,
         )
         if not self._admission.admit():
@@ -268,7 +272,7 @@ class LlamaCppTier:
             if self._stopping.is_set():
                 raise _Interrupted(UpstreamUnavailable(f"{self._who} is shutting down"))
             waited = time.monotonic() - job.enqueued_at
-            if waited > self._queue_timeout_s:
+            if waited > job.queue_timeout_s:
                 raise _Interrupted(job.queue_timeout_error())
             if self._llm is None:
                 loading = True
@@ -608,14 +612,14 @@ class _Job:
         self._admission = admission
         self.model = model
         self._who = who
-        self._queue_timeout_s = queue_timeout_s
+        self.queue_timeout_s = queue_timeout_s
         self._request_timeout_s = request_timeout_s
         self._started_at: float | None = None
 
     def queue_timeout_error(self) -> UpstreamUnavailable:
         return UpstreamUnavailable(
-            f"{self._who} is busy: waited {self._queue_timeout_s:g}s for it (queue_timeout_s)",
-            retry_after_s=self._queue_timeout_s,
+            f"{self._who} is busy: waited {self.queue_timeout_s:g}s for it (queue_timeout_s)",
+            retry_after_s=self.queue_timeout_s,
         )
 
     def send(self, event: _Event) -> None:
@@ -633,7 +637,7 @@ class _Job:
     async def next(self) -> _Event:
         """The next event; raises the job's error, or ours when the worker takes too long."""
         if self._started_at is None:
-            limit = self.enqueued_at + self._queue_timeout_s
+            limit = self.enqueued_at + self.queue_timeout_s
         else:
             limit = self._started_at + self._request_timeout_s + _GRACE_S
         try:
