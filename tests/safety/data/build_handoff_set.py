@@ -14,7 +14,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-H, A, L, R, I = "human_request", "anger", "legal_threat", "repeated_question", "intent"
+H, A, L, R, INTENT = "human_request", "anger", "legal_threat", "repeated_question", "intent"
 
 SINGLE: list[tuple[str, list[str]]] = [
     # ---- explicit requests for a person ----
@@ -101,18 +101,18 @@ SINGLE: list[tuple[str, list[str]]] = [
     ("转人工，不然我投诉到消协", [H, L]),
     ("This is a fucking joke, let me talk to a manager.", [A, H]),
     # ---- configured intents ----
-    ("I returned the item three weeks ago and still no refund, I want my money back.", [I]),
-    ("You refused my refund but the item was faulty, I dispute that decision.", [I]),
-    ("The refund was denied and I don't accept it.", [I]),
-    ("Please close my account and delete my data.", [I]),
-    ("I want to delete my account.", [I]),
-    ("退货三周了，退款还没到，我要求退款", [I]),
-    ("凭什么拒绝我的退款申请？", [I]),
-    ("退款被驳回了，我不接受", [I]),
-    ("帮我注销账号", [I]),
-    ("我要注销账户，删除我的所有信息", [I]),
-    ("Why was my refund rejected? The box was unopened.", [I]),
-    ("I was charged but the refund never came, I want it reversed.", [I]),
+    ("I returned the item three weeks ago and still no refund, I want my money back.", [INTENT]),
+    ("You refused my refund but the item was faulty, I dispute that decision.", [INTENT]),
+    ("The refund was denied and I don't accept it.", [INTENT]),
+    ("Please close my account and delete my data.", [INTENT]),
+    ("I want to delete my account.", [INTENT]),
+    ("退货三周了，退款还没到，我要求退款", [INTENT]),
+    ("凭什么拒绝我的退款申请？", [INTENT]),
+    ("退款被驳回了，我不接受", [INTENT]),
+    ("帮我注销账号", [INTENT]),
+    ("我要注销账户，删除我的所有信息", [INTENT]),
+    ("Why was my refund rejected? The box was unopened.", [INTENT]),
+    ("I was charged but the refund never came, I want it reversed.", [INTENT]),
     # ---- negatives: ordinary questions ----
     ("Where is my order?", []),
     ("How do I return a pair of shoes?", []),
