@@ -283,7 +283,23 @@ def _config_check(path: Path) -> int:
     tiers = ", ".join(f"{name} = {t.model}" for name, t in config.tiers.configured().items())
     _out(f"{path}: ok")
     _out(f"  tiers: {tiers}")
-    _out(f"  router: default {config.router.default}, {len(config.router.rules)} rule(s)")
+    router = config.router
+    classifier = router.classifier
+    if classifier is not None and classifier.enabled:
+        weights = classifier.weights or "router-v1 (shipped)"
+        steps = {"rules": f"{len(router.rules)} rule(s)", "classifier": "classifier"}
+        order = " -> ".join(steps[s] for s in router.order)
+        _out(f"  router: {order} -> default {router.default}")
+        _out(f"  classifier: threshold {classifier.threshold:g}, weights {weights}")
+        custom = {
+            n: t.routing_threshold
+            for n, t in config.tenants.items()
+            if t.routing_threshold is not None
+        }
+        if custom:
+            _out("  tenant thresholds: " + ", ".join(f"{n} {v:g}" for n, v in custom.items()))
+    else:
+        _out(f"  router: {len(router.rules)} rule(s) -> default {router.default} (no classifier)")
     _out(f"  models: {', '.join(config.models)}")
     _out(f"  tenants: {', '.join(config.tenants)}")
     return 0

@@ -126,6 +126,8 @@ def test_config_check_accepts_the_shipped_default() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == "config/gateway.yaml: ok"
     assert "small = smollm2-135m-instruct, large = gpt-4o" in result.stdout
+    assert "  router: 3 rule(s) -> classifier -> default small" in result.stdout
+    assert "  classifier: threshold 0.25, weights router-v1 (shipped)" in result.stdout
     assert result.stderr == ""
 
 
