@@ -13,29 +13,11 @@ from gateway.config import LoadedConfig, parse_config
 from gateway.ledger import LedgerRecord
 from gateway.routing.replay import format_result, replay_records, replay_requests
 from gateway.usage import Usage
-
-BASE = """
-upstreams:
-  mock: { base_url: "http://127.0.0.1:9/v1" }
-tiers:
-  small:
-    upstream: mock
-    model: small-model
-    price: { input_usd_per_mtok: 1, output_usd_per_mtok: 2 }
-  large:
-    upstream: mock
-    model: large-model
-    price: { input_usd_per_mtok: 10, output_usd_per_mtok: 20 }
-router:
-  default: small
-  classifier: { threshold: THRESHOLD }
-tenants:
-  acme: { keys: [{ env: K }] }
-"""
+from tests.routing.configs import priced_classifier_config
 
 
 def config(threshold: float, **replace: str) -> LoadedConfig:
-    text = BASE.replace("THRESHOLD", str(threshold))
+    text = priced_classifier_config(threshold)
     for old, new in replace.items():
         text = text.replace(old, new)
     return parse_config(text, source="test", env={})

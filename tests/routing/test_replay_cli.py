@@ -11,29 +11,11 @@ import pytest
 from gateway.cli import main
 from gateway.feedback import FeedbackStore
 from gateway.ledger import LedgerRecord, SqliteLedger
-
-CONFIG = """
-upstreams:
-  mock: { base_url: "http://127.0.0.1:9/v1" }
-tiers:
-  small:
-    upstream: mock
-    model: small-model
-    price: { input_usd_per_mtok: 1, output_usd_per_mtok: 2 }
-  large:
-    upstream: mock
-    model: large-model
-    price: { input_usd_per_mtok: 10, output_usd_per_mtok: 20 }
-router:
-  default: small
-  classifier: { threshold: THRESHOLD }
-tenants:
-  acme: { keys: [{ env: K }], store_request_text: true }
-"""
+from tests.routing.configs import priced_classifier_config
 
 
 def write_config(path: Path, threshold: float) -> Path:
-    path.write_text(CONFIG.replace("THRESHOLD", str(threshold)))
+    path.write_text(priced_classifier_config(threshold, store_request_text=True))
     return path
 
 
