@@ -31,7 +31,7 @@ from gateway.feedback import FeedbackStore
 from gateway.ledger import Ledger, SqliteLedger
 from gateway.reload import ConfigReloader
 from gateway.runtime import build_runtime
-from gateway.service import Switchboard
+from gateway.service import Switchboard, build_budget_store
 from gateway.settings import Settings
 from gateway.telemetry import Telemetry
 from gateway.tiers.base import Tier
@@ -87,6 +87,8 @@ def build_switchboard(
         feedback=(
             FeedbackStore(the_ledger.path) if isinstance(the_ledger, SqliteLedger) else None
         ),
+        # Once per process, kept across config reloads (state and redis are bound at start).
+        budget_store=build_budget_store(loaded.config, settings.data_dir),
     )
     if from_file:
         board.reloader = ConfigReloader(
@@ -114,6 +116,8 @@ def create_app(settings: Settings, *, switchboard: Switchboard | None = None) ->
             reloader.install_sighup()
             if server.watch_config:
                 watcher = asyncio.create_task(reloader.watch(server.watch_interval_s))
+        # Releases reservations whose process died before settling them.
+        board.start_budget_reaper()
         board.ready = True
         try:
             yield
@@ -138,6 +142,14 @@ def create_app(settings: Settings, *, switchboard: Switchboard | None = None) ->
                 "x-switchboard-reason",
                 "x-switchboard-cost-usd",
                 "x-switchboard-request-id",
+                "x-switchboard-budget-warning",
+                "x-ratelimit-limit-requests",
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+                "x-ratelimit-limit-tokens",
+                "x-ratelimit-remaining-tokens",
+                "x-ratelimit-reset-tokens",
+                "retry-after",
             ],
         )
     app = Litestar(

@@ -9,6 +9,7 @@
     ├── PayloadTooLarge               413 invalid_request_error  (code request_too_large)
     ├── RateLimited                   429 rate_limit_error       (retry-after)
     ├── BudgetExceeded                429 insufficient_quota     (x-should-retry: false)
+    ├── BudgetUnavailable             503 server_error           (budget store down; retry-after)
     └── UpstreamError                 502 upstream_error         (the provider failed)
         ├── UpstreamUnavailable       503 upstream_unavailable   (refused / full; retry-after)
         └── UpstreamTimeout           504 upstream_timeout
@@ -20,6 +21,7 @@ id; its details go to the log only.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 
@@ -113,6 +115,18 @@ class BudgetExceeded(GatewayError):
         self.headers["x-should-retry"] = "false"
         if retry_after_s is not None:
             self.headers["retry-after"] = str(max(1, round(retry_after_s)))
+
+
+class BudgetUnavailable(GatewayError):
+    """The budget store cannot be reached and the tenant's limits fail closed."""
+
+    status = 503
+    type = "server_error"
+    code = "budget_store_unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.headers.setdefault("retry-after", str(max(1, math.ceil(retry_after_s))))
 
 
 class UpstreamError(GatewayError):

@@ -75,6 +75,8 @@ class ConfigReloader:
             try:
                 loaded = await anyio.to_thread.run_sync(self._load)
                 runtime = await self._build(loaded)
+                # A tenant's first budget or rate limit: open the store before it is needed.
+                await self.board.ensure_budget_store(loaded.config, self.data_dir)
             except ConfigError as exc:
                 log.error("config reload (%s) rejected; the old config keeps serving: %s", why, exc)
                 return ReloadOutcome(False, str(exc))

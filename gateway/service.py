@@ -1,23 +1,61 @@
-"""The gateway as the HTTP layer sees it: the current runtime and the pipeline to run on it."""
+"""The gateway as the HTTP layer sees it: the current runtime and the pipeline to run on it.
+
+The ``Switchboard`` also owns what outlives a config reload: the cache store, the feedback store
+and the budget store (with its reaper task). ``state`` and ``redis`` are bound at start, so the
+budget store's kind never changes; a reload that gives a tenant its first budget opens it then.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
 
+from gateway.budget import BudgetStore, RedisBudgetStore, SqliteBudgetStore, reap_periodically
 from gateway.cache.store import CacheStore
+from gateway.config import GatewayConfig
 from gateway.feedback import FeedbackStore
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.core import Pipeline
 from gateway.pipeline.stages import default_stages
 from gateway.runtime import Runtime, RuntimeHolder
+from gateway.settings import BUDGET_FILE
 from gateway.telemetry import ObserveStage, Telemetry
 
 if TYPE_CHECKING:
     from gateway.reload import ConfigReloader
+
+log = logging.getLogger("gateway")
+
+# How often each process releases reservations past their TTL (see docs/budgets.md).
+REAP_INTERVAL_S = 30.0
+
+
+def needs_budget_store(config: GatewayConfig) -> bool:
+    """Whether any tenant has a budget or rate limits (else no store is opened at all)."""
+    return any(t.budget is not None or t.rate_limits is not None for t in config.tenants.values())
+
+
+def build_budget_store(config: GatewayConfig, data_dir: Path) -> BudgetStore | None:
+    """The budget store the config asks for, or None when no tenant is limited.
+
+    ``state: embedded``: SQLite at ``data_dir/budget.sqlite3`` (shared by the processes of one
+    host). ``state: redis``: ``redis.url`` under ``redis.key_prefix`` (shared by every host).
+    Opening does not connect to Redis: a server that is down shows per request, as
+    ``on_backend_error`` says.
+    """
+    if not needs_budget_store(config):
+        return None
+    if config.state == "redis":
+        # 2 s, not the store's 0.5 s default: a loaded event loop (a burst of requests) can lag
+        # that long, and one timeout makes the store refuse every request for a second.
+        return RedisBudgetStore(config.redis.url, config.redis.key_prefix, timeout_s=2.0)
+    return SqliteBudgetStore(data_dir / BUDGET_FILE)
 
 
 class Switchboard:
@@ -28,14 +66,19 @@ class Switchboard:
         telemetry: Telemetry | None = None,
         cache_store: CacheStore | None = None,
         feedback: FeedbackStore | None = None,
+        budget_store: BudgetStore | None = None,
     ) -> None:
         self.runtimes = RuntimeHolder(runtime)
+        # Budget counters and rate windows; None until a tenant has a budget or rate limits.
+        self.budget_store = budget_store
+        self._reaper: asyncio.Task[None] | None = None
+        self._reaping = False
         self.feedback = feedback
         # Set when the config came from a file: reloads it on SIGHUP or change.
         self.reloader: ConfigReloader | None = None
         self.telemetry = telemetry
         self.cache_store = cache_store
-        stages = default_stages(cache_store)
+        stages = default_stages(cache_store, budget_store=lambda: self.budget_store)
         if telemetry is not None:
             # First, so its exit runs last and sees the final status and cost.
             stages = [ObserveStage(telemetry), *stages]
@@ -56,7 +99,35 @@ class Switchboard:
             read_body=read_body,
         )
 
+    def start_budget_reaper(self, interval_s: float = REAP_INTERVAL_S) -> None:
+        """Release expired reservations periodically (the app's lifespan calls this)."""
+        self._reaping = True
+        if self.budget_store is not None and self._reaper is None:
+            self._reaper = asyncio.create_task(
+                reap_periodically(self.budget_store, interval_s), name="budget-reaper"
+            )
+
+    async def ensure_budget_store(self, config: GatewayConfig, data_dir: Path) -> None:
+        """Open the budget store if ``config`` needs one and none is open (a reload that adds
+        the first budget or rate limit)."""
+        if self.budget_store is not None or not needs_budget_store(config):
+            return
+        # SQLite opens (and migrates) in a thread: keep that off the event loop.
+        self.budget_store = await anyio.to_thread.run_sync(build_budget_store, config, data_dir)
+        log.warning("budget store opened for the reloaded config (%s)", config.state)
+        if self._reaping:
+            self.start_budget_reaper()
+
     async def aclose(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            try:
+                await self._reaper
+            except asyncio.CancelledError:
+                pass
+            self._reaper = None
+        if self.budget_store is not None:
+            await self.budget_store.aclose()
         for tier in self.runtime.tiers.values():
             await tier.aclose()
         if self.runtime.embeddings is not None:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 DEFAULT_CONFIG = Path("config/gateway.yaml")
 LEDGER_FILE = "ledger.sqlite3"
+# Budget counters and rate windows with `state: embedded`.
+BUDGET_FILE = "budget.sqlite3"
 
 
 def default_data_dir(env: Mapping[str, str]) -> Path:

@@ -38,8 +38,13 @@ class RequestContext:
     payload: dict[str, Any] = field(default_factory=dict)
     prompt_tokens: int = 0
     decision: RoutingDecision | None = None
-    # The tenant's budget state for the router (set by the budget stage, before routing).
+    # The tenant's budget state for the router (set by the limits stage, before routing).
     budget_signal: BudgetSignal | None = None
+    # Set by the budget stages when only a cached answer may be served: the error a cache miss
+    # gets (429 insufficient_quota).
+    cache_only: GatewayError | None = None
+    # The budget reservation this request holds (its id), settled or released on exit.
+    reservation: str | None = None
 
     # The answer: exactly one of these is set once the tier stage has run.
     completion: Completion | None = None

@@ -9,26 +9,45 @@ every stage whose ``enter`` ran, so accounting stages see every request, errors 
     auth        enter: API key → tenant (401 otherwise)
     parse       enter: JSON body → validated ChatRequest (400 otherwise)
     count       enter: prompt tokens with tiktoken (offline)
+    limits      enter: rate limits (429 + x-ratelimit-* headers) and the soft budget limit
+                (a downgrade signal for the router, cache only, or a warning header)
     route       enter: the routing decision and its headers
+    reserve     enter: reserve the most the request can cost against every budget limit, in one
+                atomic step (429 insufficient_quota, or cache only; 400 above request_limit)
+                exit: settle the reservation to ctx.cost_micros, or release it (nothing made)
     settle      exit: usage (upstream's or counted) → cost, savings, cost header
-    tier        enter: call the chosen tier; sets ctx.completion or ctx.stream
+    cache       enter: a hit answers here; exit: stores a complete tier answer
+    tier        enter: call the chosen tier (with the output cap the reservation assumed);
+                sets ctx.completion or ctx.stream; a cache-only request that got here is refused
 
-Later capabilities (masking, handoff, approved answers, cache, budget) are further stages.
+``reserve`` comes before ``settle`` in the list so that on the way out (reverse order) ``settle``
+has priced the answer before ``reserve`` settles it. The budget stages live in
+``gateway.pipeline.budget``; a tenant with no budget and no rate limits makes no store call.
+Later capabilities (masking, handoff, approved answers) are further stages.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import Protocol
 
+from gateway.budget import BudgetStore
 from gateway.cache.stage import CacheStage
 from gateway.cache.store import CacheStore
 from gateway.chat import parse_chat_request
 from gateway.errors import AuthenticationFailed, RateLimited, UpstreamError
 from gateway.ledger import LedgerRecord
 from gateway.money import format_usd
+from gateway.pipeline.budget import (
+    EnforceLimits,
+    ReserveBudget,
+    output_cap,
+    requested_output_cap,
+)
 from gateway.pipeline.context import RequestContext
+from gateway.pipeline.headers import header_safe
+from gateway.pipeline.headers import presented_key as presented_key  # the HTTP layer's import
 from gateway.pipeline.streaming import counted_usage, usage_body
 from gateway.routing.policy import RouteRequest, decide
 from gateway.tiers.base import start_stream
@@ -55,18 +74,6 @@ class _Stage:
 
     async def exit(self, ctx: RequestContext) -> None:
         return None
-
-
-def presented_key(headers: Mapping[str, str]) -> str | None:
-    """The API key from ``Authorization: Bearer`` or Azure's ``api-key`` header."""
-    auth = headers.get("authorization")
-    if auth:
-        scheme, _, value = auth.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
-        return None
-    key = headers.get("api-key")
-    return key.strip() if key else None
 
 
 class Authenticate(_Stage):
@@ -174,6 +181,8 @@ class CallTier(_Stage):
 
     async def enter(self, ctx: RequestContext) -> None:
         assert ctx.request is not None and ctx.decision is not None
+        if ctx.cache_only is not None:
+            raise ctx.cache_only  # the budget allows cached answers only, and this was a miss
         candidates = (ctx.decision.route, *ctx.decision.fallbacks)
         for i, route in enumerate(candidates):
             try:
@@ -206,13 +215,10 @@ class CallTier(_Stage):
         tier = ctx.runtime.tiers[route]
         payload = dict(ctx.payload)
         payload["model"] = tier.model
-        cap = ctx.runtime.output_cap(route)
-        if (
-            cap is not None
-            and "max_tokens" not in payload
-            and "max_completion_tokens" not in payload
-        ):
-            # Bound every call's cost (and, with budgets, every reservation).
+        cap = output_cap(ctx, route)
+        if cap is not None and requested_output_cap(ctx) is None:
+            # Bound every call's cost with the cap the budget reservation assumed.
+            payload.pop("max_completion_tokens", None)
             payload["max_tokens"] = cap
         ctx.model = tier.model
         ctx.response_headers["x-switchboard-model"] = tier.model
@@ -273,21 +279,22 @@ class RecordInLedger(_Stage):
             log.exception("could not record request %s in the ledger", ctx.request_id)
 
 
-def header_safe(text: str, limit: int = 512) -> str:
-    """A header value: one line, ASCII (non-ASCII percent-encoded), bounded length."""
-    text = text.replace("\r", " ").replace("\n", " ")
-    if not text.isascii():
-        text = "".join(c if c.isascii() else "".join(f"%{b:02X}" for b in c.encode()) for c in text)
-    return text[:limit]
-
-
-def default_stages(cache_store: CacheStore | None = None) -> list[Stage]:
+def default_stages(
+    cache_store: CacheStore | None = None,
+    *,
+    budget_store: Callable[[], BudgetStore | None] = lambda: None,
+) -> list[Stage]:
+    """The pipeline's stages; ``budget_store`` gives the current store (it may be opened by a
+    config reload, after the stages were built)."""
     return [
         RecordInLedger(),
         Authenticate(),
         Parse(),
         CountTokens(),
+        EnforceLimits(budget_store),
         Route(),
+        # Before settle: exits run in reverse, so settle prices the answer before it is settled.
+        ReserveBudget(budget_store),
         Settle(),
         # After routing (which checks the tenant may use the model) and before any tier.
         *([CacheStage(cache_store)] if cache_store is not None else []),
