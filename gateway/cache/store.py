@@ -22,6 +22,7 @@ import diskcache
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 log = logging.getLogger("gateway.cache")
@@ -126,10 +127,14 @@ class RedisStore:
 
     Size: each entry expires with its TTL, and ``max_entries`` bounds the whole cache under this
     prefix (all tenants together; evicting the entries nearest to expiry first) through a sorted
-    set index kept by one Lua script. Give the Redis server a ``maxmemory`` with an eviction
-    policy too (``volatile-lru`` keeps budget counters, which have no TTL, safe): it is the bound
-    that holds whatever else writes to the server. With ``max_entries=None`` a store is one plain
-    ``SET``.
+    set index kept by one Lua script. With ``max_entries=None`` a store is one plain ``SET``.
+
+    Memory: budget counters live in Redis too (``state: redis``), and they carry TTLs, so any
+    eviction policy (``volatile-*`` as much as ``allkeys-*``) may evict them under memory
+    pressure and forget spend. A Redis that holds budgets needs ``maxmemory-policy noeviction``
+    (writes then fail when it is full, which budgets report per ``on_backend_error`` and the
+    cache turns into misses); or give the cache a Redis (or database) of its own, with
+    ``maxmemory`` and ``allkeys-lru``.
 
     Failures: short socket timeouts and no retries, and after a failure the store stays closed
     for ``retry_after_s`` (lookups are misses, stores are skipped), so a Redis outage costs each
@@ -146,18 +151,26 @@ class RedisStore:
         *,
         timeout_s: float = 0.5,
         retry_after_s: float = 5.0,
+        max_connections: int = 50,
+        pool_timeout_s: float = 0.5,
     ) -> None:
         self._prefix = f"{key_prefix}cache:"
         self._index = f"{self._prefix}index"
         self._max_entries = max_entries
         self._retry_after_s = retry_after_s
         self._down_until = 0.0
-        self._client = aioredis.Redis.from_url(
+        # A bounded pool: a burst waits (up to pool_timeout_s, then a miss) for a free
+        # connection rather than opening one per request, or failing once redis-py's default
+        # cap of 2**31 connections meets the server's maxclients.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=pool_timeout_s,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 0),
         )
+        self._client = aioredis.Redis.from_pool(pool)
         self._set_bounded = self._client.register_script(_SET_BOUNDED)
 
     def _key(self, key: str) -> str:
@@ -167,6 +180,11 @@ class RedisStore:
         return time.monotonic() >= self._down_until
 
     def _failed(self, action: str, exc: BaseException) -> None:
+        if isinstance(exc, RedisConnectionError) and isinstance(exc.__cause__, TimeoutError):
+            # Every pooled connection was busy for pool_timeout_s: a burst, not an outage. This
+            # request misses; the cache stays on for the others.
+            log.debug("cache %s skipped: no free Redis connection", action)
+            return
         if self._available():
             log.warning(
                 "cache %s failed (Redis: %s: %s); cache off for %.0f s",

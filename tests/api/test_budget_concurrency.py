@@ -178,12 +178,13 @@ def test_two_gateway_processes_sharing_redis_never_overrun_the_daily_budget(
             outcomes = asyncio.run(burst([first.url + "/v1", second.url + "/v1"]))
         settled = asyncio.run(settled_of(RedisBudgetStore(REDIS_URL, prefix)))
     # Each process keeps its own ledger in its data directory; together they are the record.
-    answered: list[int] = []
+    handled: list[int] = []
     ledger_cost = 0
     for data_dir in dirs:
         with SqliteLedger(data_dir / "ledger.sqlite3") as ledger:
             records = list(ledger.records(LedgerQuery(tenant="shop")))
-        answered.append(sum(1 for r in records if r.status == 200))
+        handled.append(len(records))
         ledger_cost += sum(r.cost_micros for r in records)
-    assert all(n > 0 for n in answered), f"load was not split: {answered} answered per process"
+    # Each process took half the burst (which of them won the budget is a race, and may be one).
+    assert handled == [REQUESTS // 2, REQUESTS // 2]
     check(outcomes, settled, ledger_cost, "two processes, redis")

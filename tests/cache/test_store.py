@@ -130,3 +130,21 @@ async def test_unreachable_redis_reads_as_a_miss_and_skips_stores_logging_once(
     warnings = [r for r in caplog.records if r.name == "gateway.cache"]
     assert len(warnings) == 1
     assert "cache off for" in warnings[0].getMessage()
+
+
+async def test_a_burst_beyond_the_redis_pool_waits_or_misses_and_keeps_the_cache_on(
+    redis_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = RedisStore(REDIS_URL, redis_prefix, max_connections=2, pool_timeout_s=0.01)
+    try:
+        await store.set("k", b"v", ttl_s=60)
+        with caplog.at_level(logging.WARNING, logger="gateway.cache"):
+            burst = await asyncio.gather(*(store.get("k") for _ in range(200)))
+            after = await store.get("k")
+        pool = store._client.connection_pool
+    finally:
+        await store.aclose()
+    assert set(burst) <= {b"v", None}
+    assert after == b"v"  # a full pool is not an outage: the cache stayed on
+    assert not [r for r in caplog.records if r.name == "gateway.cache"]
+    assert pool.max_connections == 2
