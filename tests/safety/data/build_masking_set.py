@@ -103,7 +103,7 @@ IBAN_BBAN = {  # country: BBAN layout (d digit, a upper letter, c either)
     "ES": "dddddddddddddddddddd",
     "IT": "addddddddddcccccccccccc",
     "BE": "dddddddddddd",
-    "CH": "dddddccccccccccccc",
+    "CH": "dddddcccccccccccc",
 }
 
 

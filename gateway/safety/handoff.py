@@ -1,0 +1,346 @@
+"""Should a person take this conversation over? Signals read from the customer's last turn.
+
+Signals (``HandoffSignal.reason``), in the order one is reported when several hold:
+
+- ``legal_threat``: a lawyer, a lawsuit or court, a chargeback or disputed charge, a complaint to
+  a regulator or consumer body (FTC, BBB, trading standards, 消协, 12315, 市场监管, 黑猫投诉),
+  the media or the police;
+- ``human_request``: asking for a person ("转人工", "talk to a human", "real person", "your
+  manager", "not a bot");
+- ``anger``: abuse and strong anger (profanity, "scammers", "垃圾", "骗子", "气死"), or a message
+  shouted in capitals with "!!"/"??";
+- ``intent``: a phrase from the tenant's intent list (``HandoffConfig.intents``), e.g. a refund
+  dispute; ``detail`` names the intent;
+- ``repeated_question``: the last turn asks again what an earlier turn asked and the assistant
+  answered (character-bigram overlap of the normalised texts), or says the answer missed
+  ("that doesn't answer my question", "答非所问").
+
+A match is dropped when a negation governs it in the same clause ("no need for a human",
+"I'm not going to sue", "不用转人工", "我不是要投诉"). Only the last user turn is judged; earlier
+turns only give the repeat signal its context. Everything here is pure and takes microseconds.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+from gateway.safety.entities import fold
+
+LEGAL = "legal_threat"
+HUMAN = "human_request"
+ANGER = "anger"
+INTENT = "intent"
+REPEAT = "repeated_question"
+SIGNALS: tuple[str, ...] = (LEGAL, HUMAN, ANGER, INTENT, REPEAT)
+
+
+class HandoffConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A tenant's handoff settings.
+
+    ``intents`` maps an intent name to phrases; a phrase matches case-insensitively anywhere in
+    the last user turn, and ``...`` inside it stands for up to 40 characters of the same
+    sentence ("refund ... denied", "拒绝 ... 退款").
+    """
+
+    signals: tuple[str, ...] = SIGNALS
+    intents: dict[str, list[str]] = {}
+    repeat_similarity: Annotated[float, Meta(gt=0, le=1)] = 0.9
+    repeat_min_chars: Annotated[int, Meta(ge=1)] = 6
+
+    def __post_init__(self) -> None:
+        unknown = set(self.signals) - set(SIGNALS)
+        if unknown:
+            raise ValueError(
+                f"unknown handoff signal(s) {', '.join(sorted(unknown))}; choose from "
+                f"{', '.join(SIGNALS)}"
+            )
+        for name, phrases in self.intents.items():
+            if not name or not all(p.strip(" .") for p in phrases):
+                raise ValueError(f"intent {name!r}: names and phrases must not be empty")
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffSignal:
+    """Why a person should take over: the signal, and what raised it (the matched words, or
+    the intent's name)."""
+
+    reason: str
+    detail: str
+
+    @property
+    def header_value(self) -> str:
+        """For ``x-switchboard-handoff``: the reason, ``intent:NAME`` for an intent."""
+        return f"{INTENT}:{self.detail}" if self.reason == INTENT else self.reason
+
+
+# --- text --------------------------------------------------------------------------------------
+
+_CLAUSE = re.compile(r"[,.;!?\n，。；！？]+|\s(?:but|however|though)\s|但是|不过|可是")
+_NEGATION_BEFORE = re.compile(
+    r"(?:\b(?:no|not|never|without|don'?t|do not|doesn'?t|does not|didn'?t|won'?t|isn'?t|"
+    r"am not|i'?m not|no need|needn'?t|nobody)\b|不用|不需要|不必|无需|没有|没|不是|别|不要|不想)"
+    r"[^,.;!?，。；！？]*$"
+)
+_NEGATION_AFTER = re.compile(
+    r"^\s*(?:is not|isn'?t|was not|wasn'?t|are not|aren'?t)\s+(?:needed|necessary|required)"
+)
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            part["text"]
+            for part in content
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
+    return ""
+
+
+def messages_of(row: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The conversation of a ``{"messages"}`` or ``{"text"}`` row."""
+    messages = row.get("messages")
+    if isinstance(messages, list):
+        return [m for m in messages if isinstance(m, dict)]
+    return [{"role": "user", "content": str(row.get("text") or "")}]
+
+
+def _negated(text: str, start: int, end: int) -> bool:
+    clause_start = 0
+    for m in _CLAUSE.finditer(text, 0, start):
+        clause_start = m.end()
+    if _NEGATION_BEFORE.search(text, clause_start, start):
+        return True
+    return _NEGATION_AFTER.match(text, end) is not None
+
+
+def _first(patterns: re.Pattern[str], text: str, *, negatable: bool = True) -> str | None:
+    for m in patterns.finditer(text):
+        if not negatable or not _negated(text, m.start(), m.end()):
+            return m.group()
+    return None
+
+
+def _any(*parts: str) -> re.Pattern[str]:
+    return re.compile("|".join(parts), re.IGNORECASE)
+
+
+# --- the signals -------------------------------------------------------------------------------
+
+_PEOPLE = (
+    r"(?:a |an |the |your |some |real |actual |live )*"
+    r"(?:human(?! (?:hair|resources|rights|error|body|being))|person(?!-)|people|agent"
+    r"|representative|rep|operator|manager|supervisor|someone|somebody|staff|member of staff"
+    r"|customer service(?: agent| rep(?:resentative)?)?|real agent|live agent)\b"
+)
+_HUMAN = _any(
+    r"\b(?:talk|speak|chat|connect|transfer|put|escalate|get|give|need|want|like|let|have)"
+    rf"\b(?: me| this| it| to| with| through| up| a word)*\s+(?:to |with |through to )?{_PEOPLE}",
+    r"\b(?:real|actual|live) (?:person|human|agent|people|support|chat)\b",
+    r"\b(?:not|instead of|rather than) (?:a |an |this |the |your )?(?:bot|robot|machine|ai)\b",
+    r"\bstop the bot\b",
+    r"\bescalate\b",
+    r"\b(?:member of staff|staff member|someone|somebody|a person|an agent|a human)\b"
+    r"[^.?!]{0,20}\b(?:call|contact|ring|phone|email) me\b",
+    r"^\W*(?:agent|human|representative|operator|live agent|real person|person|customer service"
+    r"|customer support)\W*$",
+    r"\b(?:agent|human|representative|operator)\s*(?:please|pls|now)\b",
+    r"转人工|转接人工|人工客服|人工服务|(?:找|要|接|叫|转|换)人工|^\W*人工\W*$|人工[!！]",
+    r"(?:找|要|让|换|来|跟|和|与|叫|接)(?:个|一个|位)?真人|真人客服|活人",
+    r"(?:找|叫|要|和|跟|让)(?:你们)?(?:的)?(?:客服)?(?:经理|主管|领导|负责人)",
+    r"不想(?:跟|和|与)?机器人|不要(?:跟)?机器人|别用机器人|机器人.{0,4}(?:没用|听不懂)",
+    r"(?:安排|让)(?:客服|人工|工作人员|专人)(?:给我)?(?:回|打)(?:个)?电话",
+)
+# These say "I want a person" by refusing the machine: a negation is part of the request.
+_HUMAN_UNNEGATABLE = _any(
+    r"不想(?:跟|和|与)?机器人|不要(?:跟)?机器人",
+    r"\b(?:not|instead of|rather than) (?:a |an |this |the |your )?(?:bot|robot|machine)\b",
+)
+_NOT_A_ROBOT = re.compile(r"\bi(?:'m| am) not a robot\b", re.IGNORECASE)
+
+_LEGAL = _any(
+    r"\b(?:my|our|a) (?:lawyers?|attorneys?|solicitors?)\b(?! (?:office|fees?)\b)"
+    r"(?=[^.?!]{0,30}\b(?:will|is going|are going|says?|said|be in touch|contact|letter|told))",
+    r"\b(?:contact\w*|call\w*|get\w*|hir\w*|consult\w*|involv\w*|speak\w* to|talk\w* to|see)"
+    r" (?:my|a|our) (?:lawyers?|attorneys?|solicitors?)\b",
+    r"\blegal action\b|\blawsuit\b|\bsu(?:e|ing)\b(?! me\b)|\btake (?:you|this|it) to court\b"
+    r"|\bsmall claims\b|\bin court\b|\bbreach of contract\b|\bclass action\b",
+    r"\bcharge ?backs?\b|\bdisput(?:e|ing) (?:the|this|that|a|my) (?:charge|payment|transaction)"
+    r"|\bfraud claim\b",
+    r"\b(?:report|complain|complaint|file|filing|reporting)\b[^.?!]{0,40}\b(?:ftc|bbb|"
+    r"better business bureau|trading standards|consumer protection|ombudsman|regulator|"
+    r"attorney general|cfpb|police|authorities)\b",
+    r"\bviolat\w* [^.?!]{0,30}\blaws?\b|\billegal\b",
+    r"(?:投诉|举报|告)(?:到|去|给)?.{0,4}(?:消协|消费者协会|12315|12345|工商|市场监管|监管局|银保监|"
+    r"证监会|金融监管|消保委|质监)",
+    r"(?:向|去|到|找|打)(?:[^，。！？]{0,6})?(?:消协|消费者协会|12315|工商局|市场监管|监管局|银保监|"
+    r"消保委)",
+    r"黑猫投诉|(?:请|找|咨询|联系|委托|问)(?:了)?(?:个)?律师|律师(?:函|已经|说)|(?:发|寄|收到)律师函"
+    r"|起诉|法院|告你们|上法庭|打官司|仲裁|报警|曝光|媒体|央视|315晚会|拒付|违法",
+)
+
+_ANGER = _any(
+    r"\bf+u+c+k\w*|\bshit\w*|\bwtf\b|\bbullshit\b|\bcrap\b|\bdamn it\b|\bgoddamn\b|\bbastards?\b",
+    r"\bidiot\w*|\bmorons?\b|\bincompetent\b|\bstupid (?:bot|company|service|people|machine|"
+    r"website|app|store|shop|system)\b|\buseless\b|\bpathetic\b|\bridiculous\b|\bunbelievable\b",
+    r"\bscam(?:mer)?s\b|\bscammed\b|(?<!is this )(?<!is it )(?<!is that )"
+    r"\b(?:a|total|complete|such a) scam\b"
+    r"|\bfraudsters?\b|\brip[- ]?off\b|\bliars?\b|\blying\b|\bdisgusting\b|\boutrageous\b"
+    r"|\bunacceptable\b",
+    r"\b(?:i'?m|i am|so|very|really|extremely|fucking) (?:angry|furious|livid|pissed|mad)\b"
+    r"|\bfurious\b|\blivid\b|\bpissed off\b|\bfed up\b|\bsick (?:and tired )?of\b"
+    r"|\bworst (?:customer )?(?:service|company|experience)\b|\bshame on you\b"
+    r"|\bjoke of a\b|\bare you kidding\b|\bhate you\b|\bscrew you\b|\bfucking joke\b",
+    r"垃圾(?!桶|袋|箱|车|分类|处理|邮件|短信|清理|站)|骗子|骗人|骗钱|傻逼|傻[bB]|煞笔|傻叉|(?<![a-z])sb(?![a-z])"
+    r"|妈的|他妈|特么|tmd|尼玛|你妈|操你|草泥马|卧槽|滚(?!筒|动|轮|珠|烫|刀|梯)|气死|太过分|什么破|"
+    r"破(?:客服|服务|平台|店|公司|系统|东西)|废物|坑人|坑爹|黑店|无良|恶心|忍无可忍|受够了|去死|混蛋|"
+    r"王八蛋|有病吧|脑子有病|敷衍|差劲|奸商|很生气|非常生气|太生气|火大|气炸",
+)
+_SHOUT_LETTERS = re.compile(r"[A-Za-z]")
+_SHOUT_MARKS = re.compile(r"[!?]{2,}")
+
+_REPEAT_PHRASES = _any(
+    r"\b(?:(?:does|did)n'?t|does not|did not|you (?:didn'?t|did not|never)) answer"
+    r"(?: my| the)? question\b",
+    r"\bi (?:already|just) asked\b|\bi asked (?:you )?(?:already|before|twice)\b"
+    r"|\bfor the (?:second|third|last) time\b|\bagain[:,] \w",
+    r"答非所问|没(?:有)?回答我的问题|我问的是|我再问一(?:遍|次)|问了(?:好几|几|多少)(?:遍|次)"
+    r"|说了多少(?:遍|次)",
+)
+_NORMALISE = re.compile(r"[\W_]+")
+
+
+def _normalise(text: str) -> str:
+    return _NORMALISE.sub("", fold(text).lower())
+
+
+def _bigrams(text: str) -> set[str]:
+    return {text[i : i + 2] for i in range(len(text) - 1)}
+
+
+def similarity(earlier: str, later: str) -> float:
+    """How much of an earlier question the later turn contains: the share of the earlier
+    text's character bigrams (normalised: folded, lower-cased, no punctuation or spaces) found
+    in the later one, counted only when the later turn is not mostly something else."""
+    a, b = _normalise(earlier), _normalise(later)
+    if not a or not b:
+        return 0.0
+    ga, gb = _bigrams(a), _bigrams(b)
+    if not ga or not gb:
+        return 1.0 if a == b else 0.0
+    return len(ga & gb) / len(ga)
+
+
+def _repeated(
+    messages: Sequence[Mapping[str, Any]], last: int, config: HandoffConfig
+) -> str | None:
+    text = _text(messages[last].get("content"))
+    if len(_normalise(text)) < config.repeat_min_chars:
+        return None
+    phrase = _first(_REPEAT_PHRASES, fold(text).lower(), negatable=False)
+    answered = False
+    for i in range(last - 1, -1, -1):
+        role = messages[i].get("role")
+        if role == "assistant":
+            answered = True
+        elif role == "user" and answered:
+            earlier = _text(messages[i].get("content"))
+            if len(_normalise(earlier)) < config.repeat_min_chars:
+                continue
+            if similarity(earlier, text) >= config.repeat_similarity:
+                return earlier[:80]
+    if phrase is not None and answered:
+        return phrase
+    return None
+
+
+def _intent(text: str, config: HandoffConfig) -> str | None:
+    for name, pattern in _intent_patterns(config).items():
+        if _first(pattern, text) is not None:
+            return name
+    return None
+
+
+_INTENT_CACHE: dict[int, tuple[HandoffConfig, dict[str, re.Pattern[str]]]] = {}
+
+
+def _intent_patterns(config: HandoffConfig) -> dict[str, re.Pattern[str]]:
+    cached = _INTENT_CACHE.get(id(config))
+    if cached is not None and cached[0] is config:
+        return cached[1]
+    patterns = {}
+    for name, phrases in config.intents.items():
+        alternatives = []
+        for phrase in phrases:
+            pieces = [re.escape(p.strip().lower()) for p in phrase.split("...") if p.strip()]
+            body = r"[^.;!?。；！？\n]{0,40}?".join(pieces)
+            ascii_edges = pieces[0][:1].isascii() and pieces[0][:1].isalnum()
+            alternatives.append(rf"\b{body}" if ascii_edges else body)
+        patterns[name] = re.compile("|".join(alternatives), re.IGNORECASE)
+    if len(_INTENT_CACHE) > 256:
+        _INTENT_CACHE.clear()
+    _INTENT_CACHE[id(config)] = (config, patterns)
+    return patterns
+
+
+def _shouting(text: str) -> bool:
+    letters = _SHOUT_LETTERS.findall(text)
+    if len(letters) < 12 or not _SHOUT_MARKS.search(text):
+        return False
+    return sum(1 for c in letters if c.isupper()) / len(letters) >= 0.7
+
+
+DEFAULT_CONFIG = HandoffConfig()
+
+
+def handoff_signals(
+    messages: Sequence[Mapping[str, Any]], config: HandoffConfig = DEFAULT_CONFIG
+) -> list[HandoffSignal]:
+    """Every signal the customer's last turn raises, in :data:`SIGNALS` order."""
+    last = next(
+        (i for i in range(len(messages) - 1, -1, -1) if messages[i].get("role") == "user"), None
+    )
+    if last is None:
+        return []
+    raw = _text(messages[last].get("content"))
+    if not raw.strip():
+        return []
+    text = fold(raw).lower()
+    wanted = config.signals
+    found: list[HandoffSignal] = []
+    if LEGAL in wanted and (hit := _first(_LEGAL, text)) is not None:
+        found.append(HandoffSignal(LEGAL, hit))
+    if HUMAN in wanted:
+        hit = _first(_HUMAN_UNNEGATABLE, text, negatable=False)
+        if hit is not None and _NOT_A_ROBOT.search(text):
+            hit = None
+        hit = hit or _first(_HUMAN, text)
+        if hit is not None:
+            found.append(HandoffSignal(HUMAN, hit))
+    if ANGER in wanted:
+        hit = _first(_ANGER, text)
+        if hit is None and _shouting(fold(raw)):
+            hit = "shouting"
+        if hit is not None:
+            found.append(HandoffSignal(ANGER, hit))
+    if INTENT in wanted and config.intents and (name := _intent(text, config)) is not None:
+        found.append(HandoffSignal(INTENT, name))
+    if REPEAT in wanted and (hit := _repeated(messages, last, config)) is not None:
+        found.append(HandoffSignal(REPEAT, hit))
+    return found
+
+
+def detect_handoff(
+    messages: Sequence[Mapping[str, Any]], config: HandoffConfig = DEFAULT_CONFIG
+) -> HandoffSignal | None:
+    """The handoff signal of the customer's last turn (the first in :data:`SIGNALS` order when
+    several hold), or None."""
+    signals = handoff_signals(messages, config)
+    return signals[0] if signals else None
