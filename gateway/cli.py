@@ -1,5 +1,6 @@
 """The ``gateway`` command: serve, keys create, report, config check, and the routing commands
-train-router, eval-router, classify and calibrate (``gateway/routing/commands.py``)."""
+train-router, eval-router, classify and calibrate (``gateway/routing/commands.py``), and the
+safeguard commands mask and handoff (``gateway/safety/commands.py``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from gateway.config import ConfigError, load_config
 from gateway.keys import hash_key, new_key
 from gateway.routing.commands import add_routing_commands, run_routing_command
+from gateway.safety.commands import add_safety_commands, run_safety_command
 from gateway.settings import Settings, default_data_dir
 
 DATA_DIR_HELP = "state directory (default $SWITCHBOARD_DATA_DIR, else ~/.local/share/switchboard)"
@@ -111,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     check = config_sub.add_parser("check", help="validate a config file")
     check.add_argument("path", help="the YAML file to check")
     add_routing_commands(sub)
+    add_safety_commands(sub)
     return parser
 
 
@@ -127,6 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     routed = run_routing_command(args)
     if routed is not None:
         return routed
+    safety = run_safety_command(args)
+    if safety is not None:
+        return safety
     return _config_check(Path(args.path))
 
 

@@ -122,17 +122,19 @@ def _count(score: Score, raised: bool, expected: bool, shown: object, keep: int)
             score.examples.append(f"FN {shown!r}")
 
 
-def table(scores: Mapping[str, Score], targets: Mapping[str, tuple[float, float]]) -> str:
+def table(
+    scores: Mapping[str, Score], targets: Mapping[str, tuple[float, float]], *, name: str = "type"
+) -> str:
     """A Markdown table: counts, precision and recall, and the target each must meet."""
     lines = [
-        "| type | labelled | found right | wrong | missed | precision | recall | target P / R |",
+        f"| {name} | labelled | found right | wrong | missed | precision | recall | target P / R |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for name, score in scores.items():
-        target = targets.get(name)
+    for row, score in scores.items():
+        target = targets.get(row)
         goal = f"{target[0]:.0%} / {target[1]:.0%}" if target else ""
         lines.append(
-            f"| {name} | {score.tp + score.fn} | {score.tp} | {score.fp} | {score.fn} | "
+            f"| {row} | {score.tp + score.fn} | {score.tp} | {score.fp} | {score.fn} | "
             f"{score.precision:.1%} | {score.recall:.1%} | {goal} |"
         )
     return "\n".join(lines)

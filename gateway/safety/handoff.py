@@ -88,7 +88,7 @@ _NEGATION_BEFORE = re.compile(
     r"[^,.;!?，。；！？]*$"
 )
 _NEGATION_AFTER = re.compile(
-    r"^\s*(?:is not|isn'?t|was not|wasn'?t|are not|aren'?t)\s+(?:needed|necessary|required)"
+    r"\s*(?:is not|isn'?t|was not|wasn'?t|are not|aren'?t)\s+(?:needed|necessary|required)"
 )
 
 
@@ -112,11 +112,16 @@ def messages_of(row: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{"role": "user", "content": str(row.get("text") or "")}]
 
 
+_NEGATION_REACH = 24  # "if I don't get my money back by Friday I'm calling my lawyer": too far
+
+
 def _negated(text: str, start: int, end: int) -> bool:
-    clause_start = 0
-    for m in _CLAUSE.finditer(text, 0, start):
+    clause_start = max(0, start - _NEGATION_REACH)
+    for m in _CLAUSE.finditer(text, clause_start, start):
         clause_start = m.end()
     if _NEGATION_BEFORE.search(text, clause_start, start):
+        return True
+    if start > 0 and text[start - 1] == "不":  # "不要人工", "不转人工"
         return True
     return _NEGATION_AFTER.match(text, end) is not None
 
@@ -152,7 +157,7 @@ _HUMAN = _any(
     r"^\W*(?:agent|human|representative|operator|live agent|real person|person|customer service"
     r"|customer support)\W*$",
     r"\b(?:agent|human|representative|operator)\s*(?:please|pls|now)\b",
-    r"转人工|转接人工|人工客服|人工服务|(?:找|要|接|叫|转|换)人工|^\W*人工\W*$|人工[!！]",
+    r"转人工|转接人工|人工客服|人工服务|(?:找|(?<!需)要|接|叫|转|换|需要)人工|^\W*人工\W*$|人工[!！]",
     r"(?:找|要|让|换|来|跟|和|与|叫|接)(?:个|一个|位)?真人|真人客服|活人",
     r"(?:找|叫|要|和|跟|让)(?:你们)?(?:的)?(?:客服)?(?:经理|主管|领导|负责人)",
     r"不想(?:跟|和|与)?机器人|不要(?:跟)?机器人|别用机器人|机器人.{0,4}(?:没用|听不懂)",
@@ -182,7 +187,7 @@ _LEGAL = _any(
     r"证监会|金融监管|消保委|质监)",
     r"(?:向|去|到|找|打)(?:[^，。！？]{0,6})?(?:消协|消费者协会|12315|工商局|市场监管|监管局|银保监|"
     r"消保委)",
-    r"黑猫投诉|(?:请|找|咨询|联系|委托|问)(?:了)?(?:个)?律师|律师(?:函|已经|说)|(?:发|寄|收到)律师函"
+    r"黑猫投诉|(?:请|找|咨询|联系|委托|问)(?:了)?(?:个)?律师|律师(?:已经|说)|(?:发|寄|收到)律师函"
     r"|起诉|法院|告你们|上法庭|打官司|仲裁|报警|曝光|媒体|央视|315晚会|拒付|违法",
 )
 
@@ -190,8 +195,8 @@ _ANGER = _any(
     r"\bf+u+c+k\w*|\bshit\w*|\bwtf\b|\bbullshit\b|\bcrap\b|\bdamn it\b|\bgoddamn\b|\bbastards?\b",
     r"\bidiot\w*|\bmorons?\b|\bincompetent\b|\bstupid (?:bot|company|service|people|machine|"
     r"website|app|store|shop|system)\b|\buseless\b|\bpathetic\b|\bridiculous\b|\bunbelievable\b",
-    r"\bscam(?:mer)?s\b|\bscammed\b|(?<!is this )(?<!is it )(?<!is that )"
-    r"\b(?:a|total|complete|such a) scam\b"
+    r"\bscam(?:mer)?s\b|\bscammed\b"
+    r"|\b(?:this is|it'?s|that'?s|you'?re|what a|total|complete|such a|a fucking) (?:a )?scam\b"
     r"|\bfraudsters?\b|\brip[- ]?off\b|\bliars?\b|\blying\b|\bdisgusting\b|\boutrageous\b"
     r"|\bunacceptable\b",
     r"\b(?:i'?m|i am|so|very|really|extremely|fucking) (?:angry|furious|livid|pissed|mad)\b"
@@ -215,10 +220,22 @@ _REPEAT_PHRASES = _any(
     r"|说了多少(?:遍|次)",
 )
 _NORMALISE = re.compile(r"[\W_]+")
+# Words that ask nothing: dropped before comparing two questions, so "所以支持退货吗" repeats
+# "你们支持退货吗" and "好的谢谢" twice is not a repeated question.
+_FILLERS = re.compile(
+    r"\b(?:so|but|ok|okay|again|please|pls|i mean|then|really|actually|thanks|thank you|hi|hello"
+    r"|yes|no|fine)\b|到底|究竟|所以|请问|那么|还是|就是|我问|你们|好的|谢谢|您好|你好|那|嗯|哦|啊|呢|吗|吧|呀|了"
+)
+_CJK_CHAR = re.compile("[\u4e00-\u9fff]")
 
 
 def _normalise(text: str) -> str:
-    return _NORMALISE.sub("", fold(text).lower())
+    return _NORMALISE.sub("", _FILLERS.sub(" ", fold(text).lower()))
+
+
+def _weight(normalised: str) -> int:
+    """Length with Chinese characters counted twice (they carry about a word each)."""
+    return len(normalised) + len(_CJK_CHAR.findall(normalised))
 
 
 def _bigrams(text: str) -> set[str]:
@@ -242,7 +259,7 @@ def _repeated(
     messages: Sequence[Mapping[str, Any]], last: int, config: HandoffConfig
 ) -> str | None:
     text = _text(messages[last].get("content"))
-    if len(_normalise(text)) < config.repeat_min_chars:
+    if _weight(_normalise(text)) < config.repeat_min_chars:
         return None
     phrase = _first(_REPEAT_PHRASES, fold(text).lower(), negatable=False)
     answered = False
@@ -252,7 +269,7 @@ def _repeated(
             answered = True
         elif role == "user" and answered:
             earlier = _text(messages[i].get("content"))
-            if len(_normalise(earlier)) < config.repeat_min_chars:
+            if _weight(_normalise(earlier)) < config.repeat_min_chars:
                 continue
             if similarity(earlier, text) >= config.repeat_similarity:
                 return earlier[:80]
