@@ -484,13 +484,24 @@ class ReserveBudget:
         scope = blocked.scope
         limit = scope.limit_micros or 0
         zone = budget.timezone or tenant.timezone
+        retry = retry_after_s(blocked, datetime.now(UTC))
+        if estimate > limit:
+            # Not a matter of waiting: this request alone could cost more than the limit.
+            return BudgetExceeded(
+                f"This request could cost up to {_amount(budget, estimate)} (its prompt and "
+                f"max_tokens, on the most expensive tier it may use), more than the "
+                f"{describe(scope.key)} of {_amount(budget, limit)} for tenant {ctx.tenant!r}; "
+                "lower max_tokens, or raise "
+                f"`{_setting(scope.key)}` in the gateway's config.",
+                retry_after_s=retry,
+            )
         return BudgetExceeded(
             f"Budget exceeded: the {describe(scope.key)} of {_amount(budget, limit)} for tenant "
             f"{ctx.tenant!r} is used ({_amount(budget, blocked.spent_micros)} spent or "
             f"reserved; this request needs up to {_amount(budget, estimate)}). It "
             f"{_resets(scope, zone)}; to allow more, raise `{_setting(scope.key)}` in the "
             "gateway's config.",
-            retry_after_s=retry_after_s(blocked, datetime.now(UTC)),
+            retry_after_s=retry,
         )
 
     @staticmethod

@@ -19,6 +19,7 @@ EXAMPLE_ENV = {
     "SMALL_MODEL": "qwen2.5:7b-instruct",
     "LARGE_MODEL": "gpt-4o",
     "DEMO_API_KEY": "sk-demo-0123456789",
+    "DEMO_DAILY_LIMIT_USD": "0.05",
 }
 
 # A small valid config: a local upstream, so the made-up model names need no price.
@@ -62,7 +63,11 @@ def config_error(text: str, **env: str) -> str:
 
 def test_the_repository_ships_config_files() -> None:
     names = {p.relative_to(REPO).as_posix() for p in SHIPPED_CONFIGS}
-    assert {"config/gateway.yaml", "config/examples/openai-compatible.yaml"} <= names
+    assert {
+        "config/gateway.yaml",
+        "config/examples/openai-compatible.yaml",
+        "config/examples/budget-demo.yaml",
+    } <= names
 
 
 @pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: p.relative_to(REPO).as_posix())
@@ -373,3 +378,44 @@ def test_a_file_that_is_not_utf8_is_a_config_error_naming_the_path(tmp_path: Pat
     message = str(info.value)
     assert message.startswith(f"{path}: not UTF-8 text")
     assert "save the file as UTF-8" in message
+
+
+def test_the_budget_demo_reads_its_limit_and_state_backend_from_the_environment() -> None:
+    path = REPO / "config" / "examples" / "budget-demo.yaml"
+    embedded = load_config(path, env=EXAMPLE_ENV).config
+    shared = load_config(path, env={**EXAMPLE_ENV, "STATE_BACKEND": "redis"}).config
+
+    budget = embedded.tenants["demo"].budget
+    assert budget is not None
+    assert (budget.daily_limit, budget.currency, budget.hard_action) == (
+        Decimal("0.05"),
+        "USD",
+        "reject",
+    )
+    assert (embedded.state, shared.state) == ("embedded", "redis")
+    with pytest.raises(ConfigError, match="DEMO_DAILY_LIMIT_USD"):
+        load_config(path, env={k: v for k, v in EXAMPLE_ENV.items() if k != "DEMO_DAILY_LIMIT_USD"})
+
+
+def with_budget(budget: str) -> str:
+    """VALID with a ``budget:`` block (inline YAML) for tenant acme."""
+    return VALID.replace(
+        "    keys: [{ env: ACME_KEY }]\n",
+        f"    keys: [{{ env: ACME_KEY }}]\n    budget: {budget}\n",
+    )
+
+
+def test_a_model_limit_must_name_a_tier_model() -> None:
+    message = config_error(with_budget("{model_limits: {gpt-4o: {daily: 1}}}"))
+    assert message.startswith("x.yaml: $.tenants.acme.budget.model_limits.gpt-4o: ")
+    assert "known models: big, tiny" in message
+
+
+def test_a_bad_choice_lists_the_allowed_values() -> None:
+    message = config_error(with_budget("{daily_limit: 1, hard_action: rejet}"))
+    assert message == (
+        "x.yaml: $.tenants.acme.budget.hard_action: Invalid enum value 'rejet'; "
+        "expected one of: reject, cache_only"
+    )
+    message = config_error(VALID + "state: redys\n")
+    assert message.endswith("Invalid enum value 'redys'; expected one of: embedded, redis")

@@ -1,0 +1,58 @@
+"""config/examples/budget-demo.yaml served by a real ``gateway serve``, as docs/budgets.md says."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from tests.support.budget_config import REDIS_URL
+from tests.support.gateway_server import UPSTREAM_KEY
+from tests.support.mock_upstream import MockUpstream
+from tests.support.served import REPO, serving
+
+DEMO_KEY = "sk-demo-0123456789"
+
+
+@pytest.mark.parametrize("backend", ["embedded", "redis"])
+def test_the_budget_demo_serves_within_its_daily_limit_and_rejects_beyond_it(
+    upstream: MockUpstream, tmp_path: Path, backend: str
+) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")},
+        "UPSTREAM_BASE_URL": upstream.base_url,
+        "UPSTREAM_API_KEY": UPSTREAM_KEY,
+        "SMALL_MODEL": "mock-small",
+        "LARGE_MODEL": "gpt-4o",
+        "DEMO_API_KEY": DEMO_KEY,
+        # 5,000 µUSD. A request reserves what it could cost on its tier or its fallback (the
+        # large tier, 10 USD/M output): 256 output tokens (2,560 µUSD) fit, 1,000 do not.
+        "DEMO_DAILY_LIMIT_USD": "0.005",
+        "STATE_BACKEND": backend,
+        "REDIS_URL": REDIS_URL,
+    }
+    config = REPO / "config" / "examples" / "budget-demo.yaml"
+    try:
+        with serving(tmp_path / "data", tmp_path / "serve.log", env, config=config) as served:
+            url = f"{served.url}/v1/chat/completions"
+            auth = {"authorization": f"Bearer {DEMO_KEY}"}
+            body = {"model": "auto", "messages": [{"role": "user", "content": "hi there"}]}
+            small = httpx.post(url, json=body, headers=auth, timeout=10)
+            large = httpx.post(url, json={**body, "max_tokens": 1000}, headers=auth, timeout=10)
+    finally:
+        client = redis.Redis.from_url(REDIS_URL)
+        keys = list(client.scan_iter("switchboard-demo:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+    assert small.status_code == 200, small.text
+    assert upstream.history[0].json["max_tokens"] == 256  # the budget's default output cap
+    assert large.status_code == 429
+    assert large.json()["error"]["code"] == "insufficient_quota"
+    assert "lower max_tokens" in large.json()["error"]["message"]
+    assert large.headers["x-should-retry"] == "false"
+    assert 1 <= int(large.headers["retry-after"]) <= 86400
