@@ -1,8 +1,8 @@
 """The difficulty classifier: how likely the small tier's answer is worse than the large tier's.
 
 Serving side only: features (``gateway.routing.features``) and precomputed weights from a
-versioned JSON file, evaluated with numpy. No scikit-learn, no network, no model download; one
-decision (features + score + the features that drove it) takes tens of microseconds.
+versioned JSON file. No scikit-learn, no network, no model download; one decision (features +
+score + the features that drove it) takes tens of microseconds.
 
 The model (see ``training.py`` and ``docs/routing.md``) estimates, for a conversation,
 ``P(strong good)`` and ``P(weak good)`` twice — a logistic regression on the numeric features
@@ -13,18 +13,27 @@ that the weak answer is worse. ``top_features`` are each feature's share of ``g`
 part's terms against the training mean, and the trees' path contributions (the change in the
 node's mean value at each split), both taken through the sigmoid's slope. Positive values push
 toward the large tier.
+
+How a decision is evaluated: the feature vector has ~50 entries and the ensemble ~120 trees of
+depth 3, sizes at which each numpy call (~1 µs) costs more than the arithmetic it does. So at load
+time the weights are compiled into two plain Python functions (``_model_source``): the linear
+part as straight-line expressions (the interaction half folded in, the multiple-choice flag being
+0 or 1), every tree as nested ``if``s on local variables, and the explanation's per-feature sums
+accumulated at the leaves. Constants are written with ``repr(float)``, which reads back as the
+same double. The result equals the matrix formulation up to summation order (~1e-16; checked
+against it in ``tests/routing/test_classifier_equivalence.py``).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -46,6 +55,12 @@ LAYOUT_FEATURES = (
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+# (numeric features, lexical strong term, lexical weak term) -> (score, gain)
+ScoreFn = Callable[[Sequence[float], float, float], tuple[float, float]]
+# ... -> (score, gain, slope strong, slope weak, each numeric feature's share of gain)
+ExplainFn = Callable[
+    [Sequence[float], float, float], tuple[float, float, float, float, list[float]]
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,17 +96,18 @@ class DifficultyClassifier:
         self.source = source
         self.version: str = str(document["version"])
         n = len(NUMERIC_NAMES)
-        self._mc = NUMERIC_NAMES.index(str(document.get("interaction", "multiple_choice")))
+        mc = NUMERIC_NAMES.index(str(document.get("interaction", "multiple_choice")))
 
         lin = document["linear"]
-        self._lin_w: FloatArray = np.asarray(lin["weights"], dtype=np.float64)
-        self._lin_b: FloatArray = np.asarray(lin["bias"], dtype=np.float64)
-        self._means: FloatArray = np.asarray(lin["means"], dtype=np.float64)
+        lin_w: FloatArray = np.asarray(lin["weights"], dtype=np.float64)
+        lin_b: FloatArray = np.asarray(lin["bias"], dtype=np.float64)
         # explanations compare a prompt with training prompts of the same layout
-        self._means_mc: FloatArray = np.asarray(lin.get("means_mc", lin["means"]), np.float64)
-        self._means_plain: FloatArray = np.asarray(lin.get("means_plain", lin["means"]), np.float64)
-        if self._lin_w.shape != (2, 2 * n) or self._lin_b.shape != (2,):
+        means_mc: FloatArray = np.asarray(lin.get("means_mc", lin["means"]), np.float64)
+        means_plain: FloatArray = np.asarray(lin.get("means_plain", lin["means"]), np.float64)
+        if lin_w.shape != (2, 2 * n) or lin_b.shape != (2,):
             raise ValueError(f"{source}: linear weights have the wrong shape")
+        if means_mc.shape != (2 * n,) or means_plain.shape != (2 * n,):
+            raise ValueError(f"{source}: linear means have the wrong shape")
 
         hashed = document.get("hashed")
         self._hash_bits = int(hashed["bits"]) if hashed else 0
@@ -102,60 +118,40 @@ class DifficultyClassifier:
         )
 
         trees = document["trees"]
-        self._depth = int(trees["depth"])
-        self._tree_base: FloatArray = np.asarray(trees["base"], dtype=np.float64)
-        n_internal = (1 << self._depth) - 1
+        depth = int(trees["depth"])
+        tree_base: FloatArray = np.asarray(trees["base"], dtype=np.float64)
+        internal = (1 << depth) - 1
         n_trees = len(trees["model"])
-        feature = np.asarray(trees["feature"], dtype=np.int64).reshape(n_trees, n_internal)
+        feature = np.asarray(trees["feature"], dtype=np.int64).reshape(n_trees, internal)
         threshold = np.asarray(trees["threshold"], dtype=np.float64).reshape(feature.shape)
-        value = np.asarray(trees["value"], dtype=np.float64).reshape(n_trees, 2 * n_internal + 1)
+        value = np.asarray(trees["value"], dtype=np.float64).reshape(n_trees, 2 * internal + 1)
         model = np.asarray(trees["model"], dtype=np.int64)
-        self._n_trees = t = int(feature.shape[0])
-        internal = (1 << self._depth) - 1
-        if t and (feature.shape[1] != internal or value.shape[1] != 2 * internal + 1):
-            raise ValueError(f"{source}: trees are not complete trees of depth {self._depth}")
-        if t and (feature.min() < 0 or feature.max() >= n):
+        if n_trees and (feature.min() < 0 or feature.max() >= n):
             raise ValueError(f"{source}: a tree splits on an unknown feature")
-        # Every tree's internal nodes flattened (tree-major, heap order), with the flat index of
-        # each node's left child: one take per level walks all trees a level down. The last
-        # level's children index the flat leaf/value table instead.
-        tree = np.repeat(np.arange(t, dtype=np.int64), internal)
-        local = np.tile(np.arange(internal, dtype=np.int64), t)
-        child = 2 * local + 1
-        self._t_feature: IntArray = feature.ravel()
-        self._t_threshold: FloatArray = threshold.ravel()
-        self._t_child: IntArray = np.where(child < internal, tree * internal + child, -1)
-        self._t_leaf_child: IntArray = tree * (2 * internal + 1) + child
-        # For every leaf (by its flat index in the value table): the features split on along
-        # its path and the change of the node mean at each split.
-        path_feature = np.zeros((t * (2 * internal + 1), self._depth), dtype=np.int64)
-        path_delta = np.zeros((t * (2 * internal + 1), self._depth), dtype=np.float64)
-        for ti in range(t):
-            for leaf in range(internal, 2 * internal + 1):
-                node = leaf
-                for level in range(self._depth - 1, -1, -1):
-                    parent = (node - 1) // 2
-                    path_feature[ti * (2 * internal + 1) + leaf, level] = feature[ti, parent]
-                    path_delta[ti * (2 * internal + 1) + leaf, level] = (
-                        value[ti, node] - value[ti, parent]
-                    )
-                    node = parent
-        # split features of the weak model's trees are offset by n, so one bincount sums both
-        self._t_path_index: IntArray = (
-            path_feature + n * np.repeat(model, 2 * internal + 1)[:, None]
-        )
-        self._t_path_delta: FloatArray = path_delta
-        self._t_value: FloatArray = value.ravel()
-        self._t_roots: IntArray = np.arange(t, dtype=np.int64) * internal
-        self._t_model: IntArray = model
-        self._t_strong: FloatArray = (model == 0).astype(np.float64)
-        self._t_weak: FloatArray = (model == 1).astype(np.float64)
-        self._blend = float(document.get("blend", 0.5))
+        if n_trees and (model.min() < 0 or model.max() > 1):
+            raise ValueError(f"{source}: a tree belongs to neither model (0 strong, 1 weak)")
+        blend = float(document.get("blend", 0.5))
         cal = document.get("calibration", {"a": 1.0, "b": 0.0})
-        self._cal_a = float(cal["a"])
-        self._cal_b = float(cal["b"])
+        spec = _ModelSpec(
+            n=n,
+            mc=mc,
+            weights=(lin_w[0].tolist(), lin_w[1].tolist()),
+            bias=(float(lin_b[0]), float(lin_b[1])),
+            means_mc=means_mc.tolist(),
+            means_plain=means_plain.tolist(),
+            layout=tuple(NUMERIC_NAMES.index(f) for f in LAYOUT_FEATURES),
+            depth=depth,
+            tree_base=(float(tree_base[0]), float(tree_base[1])) if n_trees else (0.0, 0.0),
+            tree_model=model.tolist(),
+            tree_feature=feature.tolist(),
+            tree_threshold=threshold.tolist(),
+            tree_value=value.tolist(),
+            blend=blend,
+            cal_a=float(cal["a"]),
+            cal_b=float(cal["b"]),
+        )
+        self._score_fn, self._explain_fn = _compile_model(spec, source)
         self._names: tuple[str, ...] = (*NUMERIC_NAMES, LEXICAL)
-        self._layout: IntArray = np.array([NUMERIC_NAMES.index(f) for f in LAYOUT_FEATURES])
 
     # --- loading ------------------------------------------------------------------------------
 
@@ -183,74 +179,208 @@ class DifficultyClassifier:
     ) -> Scored:
         """Score a conversation (OpenAI-style messages) and name the ``top`` features behind it."""
         feats = extract(messages, tools, with_tokens=bool(self._hashed))
-        x = np.array(feats.numeric, dtype=np.float64)
-        n = x.shape[0]
-        xa = np.concatenate((x, x * x[self._mc]))
-        z = self._lin_w @ xa + self._lin_b
-        lexical = (0.0, 0.0)
+        ls = lw = 0.0
         if self._hashed:
             counts: dict[int, int] = {}
             for b in hashed_tokens(feats.tokens, self._hash_bits):
                 counts[b] = counts.get(b, 0) + 1
-            ls = lw = 0.0
             for b, c in counts.items():
                 w = self._hashed.get(b)
                 if w is not None:
                     t = math.log1p(c)
                     ls += w[0] * t
                     lw += w[1] * t
-            lexical = (ls, lw)
-        zs = float(z[0]) + lexical[0]
-        zw = float(z[1]) + lexical[1]
-        ps = _sigmoid(zs)
-        pw = _sigmoid(zw)
-        blend = self._blend
-        gain = blend * (ps - pw)
-        qs = qw = 0.5
-        leaf: IntArray | None = None
-        if self._n_trees:
-            right = x.take(self._t_feature) > self._t_threshold
-            at = self._t_roots
-            for _ in range(self._depth - 1):
-                at = self._t_child.take(at) + right.take(at)
-            leaf = self._t_leaf_child.take(at) + right.take(at)
-            values = self._t_value.take(leaf)
-            qs = _sigmoid(float(self._tree_base[0] + values @ self._t_strong))
-            qw = _sigmoid(float(self._tree_base[1] + values @ self._t_weak))
-            gain += (1.0 - blend) * (qs - qw)
-        score = _sigmoid(self._cal_a * gain + self._cal_b)
         if not top:
+            score, gain = self._score_fn(feats.numeric, ls, lw)
             return Scored(score, (), gain)
 
-        # Each feature's share of g, through each sigmoid's slope. Linear part: its terms
-        # against the mean training prompt of the same layout.
-        mc = bool(x[self._mc] > 0.0)
-        ds = blend * ps * (1.0 - ps)
-        dw = blend * pw * (1.0 - pw)
-        terms = self._lin_w * (xa - (self._means_mc if mc else self._means_plain))
-        terms = terms[:, :n] + terms[:, n:]
-        contrib = ds * terms[0] - dw * terms[1]
-        if leaf is not None:
-            # trees: each split's change of the node mean, credited to the split's feature
-            es = (1.0 - blend) * qs * (1.0 - qs)
-            ew = (1.0 - blend) * qw * (1.0 - qw)
-            tree = np.bincount(
-                self._t_path_index[leaf].ravel(),
-                weights=self._t_path_delta[leaf].ravel(),
-                minlength=2 * n,
-            )
-            contrib += es * tree[:n] - ew * tree[n:]
-        if not mc:
-            # "not a multiple-choice question" explains nothing about a chat turn
-            contrib[self._layout] = 0.0
-        order: list[int] = np.argsort(np.abs(contrib))[: -top - 1 : -1].tolist()
-        picked = [(self._names[i], float(contrib[i])) for i in order]
-        lexical_share = ds * lexical[0] - dw * lexical[1]
+        score, gain, ds, dw, contrib = self._explain_fn(feats.numeric, ls, lw)
+        # The `top` largest shares by magnitude: one C-level sort of ~50 indices beats numpy's
+        # argsort once the array would have to be built. Exact ties keep feature order.
+        magnitude = list(map(abs, contrib))
+        order = sorted(range(len(contrib)), key=magnitude.__getitem__, reverse=True)[:top]
+        names = self._names
+        picked = [(names[i], contrib[i]) for i in order]
+        lexical_share = ds * ls - dw * lw
         if lexical_share != 0.0:
             picked.append((LEXICAL, lexical_share))
             picked.sort(key=lambda item: -abs(item[1]))
         top_features = tuple((name, round(v, 4)) for name, v in picked[:top] if v != 0.0)
         return Scored(score, top_features, gain)
+
+
+# --- compiling the weights ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _ModelSpec:
+    """The weights as plain Python numbers (index 0: the strong model, 1: the weak one)."""
+
+    n: int  # numeric features; the linear part sees 2n: x, then x * x[mc]
+    mc: int  # the interaction feature (multiple_choice)
+    weights: tuple[list[float], list[float]]
+    bias: tuple[float, float]
+    means_mc: list[float]
+    means_plain: list[float]
+    layout: tuple[int, ...]  # zeroed in explanations of prompts that are not multiple-choice
+    depth: int
+    tree_base: tuple[float, float]
+    tree_model: list[int]
+    tree_feature: list[list[int]]  # per tree, internal nodes in heap order
+    tree_threshold: list[list[float]]
+    tree_value: list[list[float]]  # per tree, all nodes' mean values in heap order
+    blend: float
+    cal_a: float
+    cal_b: float
+
+
+def _num(v: float) -> str:
+    """A float literal that reads back as exactly ``v`` (``inf``/``nan`` are names bound below)."""
+    return repr(float(v))
+
+
+def _model_source(spec: _ModelSpec, *, explain: bool) -> str:
+    """Python source of one decision (``_decide(x, ls, lw)``) with the weights as constants.
+
+    The matrix formulation, term by term: ``z = W·(x, x·x[mc]) + b``, ``p = σ(z + lexical)``;
+    the trees' leaf values summed per model, ``q = σ(base + Σ leaf)``;
+    ``g = blend·(ps − pw) + (1 − blend)·(qs − qw)``; ``score = σ(a·g + b)``. With ``explain``,
+    each feature's share ``ds·ts − dw·tw + (es·Ts − ew·Tw)``: ``t`` its linear terms against the
+    layout's mean prompt, ``T`` its split deltas summed along each tree's path (root first, in
+    tree order), ``d``/``e`` the sigmoid slopes. For ``x[mc]`` of 0 or 1 (always, for the
+    multiple-choice flag) each model's terms fold into ``a·x_i + b``; other values take the
+    unfolded form.
+    """
+    n = spec.n
+    out: list[str] = ["def _decide(x, ls, lw):"]
+
+    def emit(line: str, indent: int = 1) -> None:
+        out.append("    " * indent + line)
+
+    def x_(i: int) -> str:
+        return f"x{i}"
+
+    def xa(i: int) -> str:
+        """The linear part's i-th input: x_i, or x_(i-n)·x_mc for the interaction half."""
+        return x_(i) if i < n else f"(x{i - n} * m)"
+
+    emit("(" + ", ".join(x_(i) for i in range(n)) + ",) = x")
+    emit(f"m = x{spec.mc}")
+    # multiple_choice is 0 or 1, so the interaction half folds into the first: Σ (w_i + w_n+i)·x_i
+    for branch, fold in (("if m == 0.0:", 0.0), ("elif m == 1.0:", 1.0), ("else:", None)):
+        emit(branch)
+        for k, z in enumerate(("zs", "zw")):
+            w = spec.weights[k]
+            if fold is None:
+                terms = [f"{_num(w[i])} * {xa(i)}" for i in range(2 * n) if w[i] != 0.0]
+            else:
+                terms = [
+                    f"{_num(a)} * {x_(i)}" for i in range(n) if (a := w[i] + fold * w[i + n]) != 0.0
+                ]
+            emit(f"{z} = {_num(spec.bias[k])}", 2)
+            for start in range(0, len(terms), 16):  # bounded expression depth for the compiler
+                emit(f"{z} += " + " + ".join(terms[start : start + 16]), 2)
+    emit("ps = _sigmoid(zs + ls)")
+    emit("pw = _sigmoid(zw + lw)")
+    emit(f"gain = {_num(spec.blend)} * (ps - pw)")
+
+    n_trees = len(spec.tree_model)
+    internal = (1 << spec.depth) - 1
+    # per model, the features its trees split on: their explanation sums live in locals
+    used: tuple[set[int], set[int]] = (set(), set())
+    for t in range(n_trees):
+        used[spec.tree_model[t]].update(spec.tree_feature[t])
+    if n_trees:
+        emit("vs = 0.0")
+        emit("vw = 0.0")
+        if explain:
+            for k, prefix in enumerate(("ts", "tw")):
+                for f in sorted(used[k]):
+                    emit(f"{prefix}{f} = 0.0")
+
+        def walk(t: int, node: int, path: list[int], indent: int) -> None:
+            feature = spec.tree_feature[t]
+            value = spec.tree_value[t]
+            if node >= internal:  # a leaf
+                k = spec.tree_model[t]
+                emit(f"{('vs', 'vw')[k]} += {_num(value[node])}", indent)
+                if explain:
+                    nodes = [*path, node]
+                    for parent, child in zip(nodes, nodes[1:], strict=False):
+                        delta = value[child] - value[parent]
+                        emit(f"{('ts', 'tw')[k]}{feature[parent]} += {_num(delta)}", indent)
+                return
+            # x > threshold goes right (heap child 2i + 2), as the trained trees do
+            emit(f"if x{feature[node]} > {_num(spec.tree_threshold[t][node])}:", indent)
+            walk(t, 2 * node + 2, [*path, node], indent + 1)
+            emit("else:", indent)
+            walk(t, 2 * node + 1, [*path, node], indent + 1)
+
+        for t in range(n_trees):
+            walk(t, 0, [], 1)
+        emit(f"qs = _sigmoid({_num(spec.tree_base[0])} + vs)")
+        emit(f"qw = _sigmoid({_num(spec.tree_base[1])} + vw)")
+        emit(f"gain += {_num(1.0 - spec.blend)} * (qs - qw)")
+    emit(f"score = _sigmoid({_num(spec.cal_a)} * gain + {_num(spec.cal_b)})")
+    if not explain:
+        emit("return score, gain")
+        return "\n".join(out) + "\n"
+
+    emit(f"ds = {_num(spec.blend)} * ps * (1.0 - ps)")
+    emit(f"dw = {_num(spec.blend)} * pw * (1.0 - pw)")
+    if n_trees:
+        emit(f"es = {_num(1.0 - spec.blend)} * qs * (1.0 - qs)")
+        emit(f"ew = {_num(1.0 - spec.blend)} * qw * (1.0 - qw)")
+    w_s, w_w = spec.weights
+    for branch, means, fold, zeroed in (
+        # the usual cases, x·m = x or ±0.0: each model's terms folded into a·x + b
+        ("if m == 1.0:", spec.means_mc, 1.0, ()),
+        ("elif m == 0.0:", spec.means_plain, 0.0, spec.layout),
+        ("elif m > 0.0:", spec.means_mc, None, ()),
+        ("else:", spec.means_plain, None, spec.layout),
+    ):
+        emit(branch)
+        shares: list[str] = []
+        for i in range(n):
+            if i in zeroed:
+                # "not a multiple-choice question" explains nothing about a chat turn
+                shares.append("0.0")
+                continue
+            j = i + n
+            # the linear terms against the mean prompt, w·(xa − mean), per model
+            lin = []
+            for w in (w_s, w_w):
+                if fold is None:
+                    lin.append(
+                        f"{_num(w[i])} * ({x_(i)} - {_num(means[i])})"
+                        f" + {_num(w[j])} * ({xa(j)} - {_num(means[j])})"
+                    )
+                else:
+                    a = w[i] + fold * w[j]
+                    b = -(w[i] * means[i] + w[j] * means[j])
+                    lin.append(f"{_num(a)} * {x_(i)} + {_num(b)}")
+            share = f"ds * ({lin[0]}) - dw * ({lin[1]})"
+            tree = (
+                f"es * ts{i}" if i in used[0] else "0.0",
+                f"ew * tw{i}" if i in used[1] else "0.0",
+            )
+            if tree != ("0.0", "0.0"):
+                share = f"{share} + ({tree[0]} - {tree[1]})"
+            emit(f"c{i} = {share}", 2)
+            shares.append(f"c{i}")
+        emit("return score, gain, ds, dw, [" + ", ".join(shares) + "]", 2)
+    return "\n".join(out) + "\n"
+
+
+def _compile_model(spec: _ModelSpec, source: str) -> tuple[ScoreFn, ExplainFn]:
+    """The weights as two functions: score only, and score with each feature's share."""
+    compiled: list[object] = []
+    for explain in (False, True):
+        namespace: dict[str, Any] = {"_sigmoid": _sigmoid, "inf": math.inf, "nan": math.nan}
+        code = compile(_model_source(spec, explain=explain), f"<{source} model>", "exec")
+        exec(code, namespace)  # our own source: only numbers from the weights, via repr()
+        compiled.append(namespace["_decide"])
+    return cast(ScoreFn, compiled[0]), cast(ExplainFn, compiled[1])
 
 
 @lru_cache(maxsize=1)

@@ -58,7 +58,10 @@ _CODE = re.compile(
     r"|[{};][ \t]*$|#include|=>|</?[a-z]+[ >]|\bSELECT\b",
     re.M,
 )
-_ROMAN = re.compile(r"\b(?:I|II|III|IV)\b(?:\s*(?:,|and|only)\s*(?:I|II|III|IV)\b)+")
+# "I and II only", "II, III": the leading numeral is written as I(I|II|V)? after a lookbehind for
+# the word boundary (the same matches as \b(?:I|II|III|IV)\b) so the search can skip to each "I"
+# instead of trying the alternation at every position (20x faster on English text).
+_ROMAN = re.compile(r"I(?<!\w.)(?:II|I|V)?\b(?:\s*(?:,|and|only)\s*(?:I|II|III|IV)\b)+")
 _BLANK = re.compile(r"_{2,}|\(\s*\)|（\s*）")
 _COMPOUND_OPTION = re.compile(r"^[\w' ]{2,14},[ \t]*[\w' ]{2,14}$")
 
@@ -269,10 +272,16 @@ def conversation_parts(messages: Sequence[object]) -> tuple[str, int, int, int, 
     turns = 0
     media = False
     for message in messages:
-        if not isinstance(message, Mapping):
+        # exact-type checks first: a long conversation is hundreds of plain dicts and strings,
+        # and the ABC isinstance checks cost more than the rest of the loop
+        if type(message) is not dict and not isinstance(message, Mapping):
             continue
-        text, has_media = _text_of(message.get("content"))
-        media = media or has_media
+        content = message.get("content")
+        if type(content) is str:
+            text = content
+        else:
+            text, has_media = _text_of(content)
+            media = media or has_media
         role = message.get("role")
         if role in ("system", "developer"):
             system += len(text)
@@ -291,19 +300,8 @@ def conversation_parts(messages: Sequence[object]) -> tuple[str, int, int, int, 
 
 _STRIP = "\"'“”‘’«»()[]{}<>*_`~#@&^$€£¥:;,.!?…"
 _SENTENCE_MARKS = ".?!;"
+_ASCII_LOWERCASE = frozenset("abcdefghijklmnopqrstuvwxyz")
 _OPTION_LETTERS = frozenset("ABCDEFGHabcdefgh")
-
-
-def _is_option_line(line: str) -> str | None:
-    """The body of a multiple-choice option line (``A. text``, ``(b) text``), else None."""
-    s = line.lstrip()
-    if len(s) < 2:
-        return None
-    if s[0] == "(" and len(s) >= 3 and s[1] in _OPTION_LETTERS and s[2] == ")":
-        return s[3:]
-    if s[0] in _OPTION_LETTERS and s[1] in ".)：:" and (len(s) == 2 or s[2] in " \t"):
-        return s[2:]
-    return None
 
 
 def _options(text: str) -> tuple[int, float, float, float, bool]:
@@ -311,12 +309,25 @@ def _options(text: str) -> tuple[int, float, float, float, bool]:
     stem has no question mark)``; zeros when the text has fewer than two option lines."""
     bodies: list[str] = []
     stem_end = -1
-    for k, line in enumerate(text.splitlines()):
-        body = _is_option_line(line)
-        if body is not None:
-            if stem_end < 0:
-                stem_end = k
-            bodies.append(body.strip())
+    lines = text.splitlines()
+    letters = _OPTION_LETTERS
+    for k, line in enumerate(lines):
+        # _is_option_line, inlined: it runs on every line of every multi-line prompt
+        s = line.lstrip()
+        if len(s) < 2:
+            continue
+        first = s[0]
+        if first == "(":
+            if len(s) < 3 or s[1] not in letters or s[2] != ")":
+                continue
+            body = s[3:]
+        elif first in letters and s[1] in ".)：:" and (len(s) == 2 or s[2] in " \t"):
+            body = s[2:]
+        else:
+            continue
+        if stem_end < 0:
+            stem_end = k
+        bodies.append(body.strip())
     if len(bodies) < 2:
         return 0, 0.0, 0.0, 0.0, False
     lens = 0
@@ -329,15 +340,13 @@ def _options(text: str) -> tuple[int, float, float, float, bool]:
         if _COMPOUND_OPTION.match(body):
             compound += 1
     k = len(bodies)
-    stem = "\n".join(text.splitlines()[:stem_end])
+    stem = "\n".join(lines[:stem_end])
     return k, lens / k, numeric / k, compound / k, "?" not in stem and "？" not in stem
 
 
 def _count(text: str, marks: str) -> int:
-    n = 0
-    for c in marks:
-        n += text.count(c)
-    return n
+    """Occurrences of any of the characters ``marks`` in ``text``."""
+    return sum(map(text.count, marks))
 
 
 def extract(
@@ -359,6 +368,8 @@ def extract(
     b2c = _BIGRAM_TO_CLASS
     bfirst = _BIGRAM_FIRST
     strip = _STRIP
+    marks = _SENTENCE_MARKS
+    lowercase = _ASCII_LOWERCASE
     numbers: list[str] = []
 
     cjk_chars = 0
@@ -372,8 +383,12 @@ def extract(
     ascii_text = text.isascii()
     for line in text.splitlines():
         sentence_start = True
-        for raw in line.split():
+        raws = line.split()
+        # counted as Latin words up front; the loop takes back the few that are not
+        latin_words += len(raws)
+        for raw in raws:
             if not ascii_text and not raw.isascii() and max(raw) >= _CJK_START:
+                latin_words -= 1
                 # Chinese (or mixed) run: CJK character unigrams and bigrams, Latin words
                 # (cue words count), digits as numbers.
                 for run in _SEGMENTS.findall(raw.lower().translate(_SPACES)):
@@ -398,43 +413,52 @@ def extract(
                 prev = ""
                 sentence_start = True
                 continue
-            ends = raw[-1] in _SENTENCE_MARKS
             w = raw.strip(strip)
             if not w:
-                sentence_start = sentence_start or ends
+                latin_words -= 1
+                sentence_start = sentence_start or raw[-1] in marks
                 continue
-            if w[0].isdigit():
-                numbers.append(w)
-                if with_tokens:
-                    add(_NUM_TOKEN)
-                    if prev:
-                        add(prev + " " + _NUM_TOKEN)
-                prev = _NUM_TOKEN
-            else:
-                if w[0].isupper():
+            # most words start with a lower-case ASCII letter: neither a number nor capitalized,
+            # decided with one set lookup instead of two method calls
+            if w[0] not in lowercase:
+                first = w[0]
+                if first.isdigit():
+                    latin_words -= 1
+                    numbers.append(w)
+                    if with_tokens:
+                        add(_NUM_TOKEN)
+                        if prev:
+                            add(prev + " " + _NUM_TOKEN)
+                    prev = _NUM_TOKEN
+                    if raw[-1] in marks:
+                        sentences += 1
+                        sentence_start = True
+                    else:
+                        sentence_start = False
+                    continue
+                if first.isupper():
                     if len(w) > 1 and w.isupper():
                         upper_words += 1
                     elif not sentence_start:
                         names += 1
                     w = w.lower()
-                latin_words += 1
-                n = len(w)
-                latin_len += n
-                if n >= 10:
-                    long_words += 1
-                c = w2c.get(w)
+            n = len(w)
+            latin_len += n
+            if n >= 10:
+                long_words += 1
+            c = w2c.get(w)
+            if c is not None:
+                kw[c] += 1
+            if with_tokens:
+                add(w)
+                if prev:
+                    add(prev + " " + w)
+            if prev in bfirst:
+                c = b2c.get(prev + " " + w)
                 if c is not None:
                     kw[c] += 1
-                if with_tokens:
-                    add(w)
-                    if prev:
-                        add(prev + " " + w)
-                if prev in bfirst:
-                    c = b2c.get(prev + " " + w)
-                    if c is not None:
-                        kw[c] += 1
-                prev = w
-            if ends:
+            prev = w
+            if raw[-1] in marks:
                 sentences += 1
                 sentence_start = True
             else:
@@ -457,6 +481,18 @@ def extract(
     if not sentences and n_words:
         sentences = 1
     lower_count = text.lower().count
+    count_in = text.count
+    if ascii_text:
+        # none of the non-ASCII marks and cue words can occur: skip their counts
+        zh_percent = zh_fraction = zh_and = 0
+        commas = count_in(",")
+        question_marks = count_in("?")
+    else:
+        zh_percent = count_in("百分")
+        zh_fraction = count_in("分之")
+        zh_and = count_in("和") + count_in("并且")
+        commas = _count(text, ",，、")
+        question_marks = _count(text, "?？")
     # English-equivalent characters: a Chinese character carries about three Latin ones.
     v[0] = log(full_len + 2.0 * cjk_chars * scale)
     v[1] = log(n_words * scale)
@@ -470,19 +506,24 @@ def extract(
     v[9] = log(len(set(numbers)))
     v[10] = log(sum(1 for x in numbers if "." in x))
     v[11] = log(sum(1 for x in numbers if len(x) >= 4))
-    v[12] = log(text.count("%") + lower_count("percent") + text.count("百分"))
-    v[13] = log(text.count("/") + lower_count("half") + text.count("分之"))
-    v[14] = log(text.count("$") + (0 if ascii_text else _count(text, "¥€£")))
+    v[12] = log(count_in("%") + lower_count("percent") + zh_percent)
+    v[13] = log(count_in("/") + lower_count("half") + zh_fraction)
+    v[14] = log(count_in("$") + (0 if ascii_text else _count(text, "¥€£")))
     v[15] = log(sentences)
     v[16] = log(n_words / sentences) if sentences else 0.0
-    v[17] = log(_count(text, ",，、"))
-    v[18] = log(lower_count(" and ") + text.count("和") + text.count("并且"))
-    v[19] = log(_count(text, "?？"))
+    v[17] = log(commas)
+    v[18] = log(lower_count(" and ") + zh_and)
+    v[19] = log(question_marks)
     math_symbols = _count(text, "=+*^<>\\")
     if not ascii_text:
         math_symbols += _count(text, "≤≥≠√∑∫π×÷⊃∨∧¬→↔")
     v[20] = log(math_symbols)
-    if _count(text, "{};<`") or "def " in text or "import " in text or "SELECT" in text:
+    if (
+        any(map(text.__contains__, "{};<`"))
+        or "def " in text
+        or "import " in text
+        or "SELECT" in text
+    ):
         v[21] = log(len(_CODE.findall(text)))
     v[22] = log(upper_words)
     v[23] = log(names)
@@ -493,7 +534,7 @@ def extract(
         # Chinese has no word lengths to compare: read as a typical English prompt's
         v[24] = NEUTRAL_WORD_LEN
         v[25] = NEUTRAL_LONG_WORDS
-    v[26] = log(text.count("\n"))
+    v[26] = log(count_in("\n"))
     if "\n" in text:
         k, option_len, numeric, compound, no_question = _options(text)
         if k:
@@ -504,11 +545,10 @@ def extract(
             v[34] = 1.0 if no_question else 0.0
     if " I" in text:
         v[31] = 1.0 if _ROMAN.search(text) else 0.0
-    v[32] = log(text.count("|"))
+    v[32] = log(count_in("|"))
     if "__" in text or "()" in text or "( )" in text or "（" in text:
         v[33] = 1.0 if _BLANK.search(text) else 0.0
-    for k, count in enumerate(kw):
-        v[_KW0 + k] = log(count)
+    v[_KW0:] = map(log, kw)
     return Features(tuple(v), tuple(tokens))
 
 
