@@ -62,7 +62,8 @@ def add_safety_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     handoff.add_argument(
         "--intents",
         metavar="FILE",
-        help='JSON object {"intent name": ["phrase", "refund ... denied", ...]}',
+        help='JSON object {"intent name": ["phrase", "refund ... denied", ...]}: replaces the '
+        "shipped intents (refund_dispute, close_account); {} turns intents off",
     )
     handoff.add_argument(
         "--eval",

@@ -70,13 +70,14 @@ def fold(text: str) -> str:
 # labels must start a word; Chinese ones may follow anything.
 _KEEP_LABEL = re.compile(
     r"(?:(?<![a-z])(?:(?:order|tracking|track|waybill|invoice|shipment|consignment|parcel|package"
-    r"|ticket|sku|serial|batch|lot|booking|confirmation|reference|ref|rma|coupon|voucher|imei|awb)s?"
+    r"|ticket|sku|serial|batch|lot|booking|confirmation|reference|ref|rma|coupon|voucher|imei|awb"
+    r"|promo|promotion|discount|gift\s*card|redeem|redemption|activation)s?"
     r"(?:\s+(?:code|id))?"
     # generic nouns label a number only with a number word: "item no.", "case #", "model number"
     r"|(?:item|product|model|case|claim|return|transaction|receipt|part)s?\s*"
     r"(?=no\.?|nr\.?|number|num|id\b|code|#))"
     r"|订单|单号|运单|快递单|物流单|发票|工单|货号|商品编号|编号|型号|序列号|批次"
-    r"|退货单|售后单|交易号|流水号|券码|券号)"
+    r"|退货单|售后单|交易号|流水号|券码|券号|优惠码|兑换码|激活码|礼品卡)"
     r"\s*(?:no\.?|nr\.?|number|num|id|code|#|号码|编号|号|码)?\s*[:#-]?\s*(?:is|was|是|为)?\s*$",
     re.IGNORECASE,
 )

@@ -40,6 +40,30 @@ REPEAT = "repeated_question"
 SIGNALS: tuple[str, ...] = (LEGAL, HUMAN, ANGER, INTENT, REPEAT)
 
 
+# Shipped intents (a tenant's ``intents`` replaces them; ``{}`` turns intents off): the two
+# requests support teams most often keep for a person, a disputed refund and closing an account
+# (a data-protection request).
+DEFAULT_INTENTS: dict[str, list[str]] = {
+    "refund_dispute": [
+        "refund ... denied", "refund ... rejected", "refund ... refused", "refund ... declined",
+        "refused my refund", "rejected my refund", "denied my refund", "declined my refund",
+        "still no refund", "still haven't received my refund", "still haven't got my refund",
+        "refund never came", "refund never arrived", "never got my refund",
+        "want my money back", "dispute that decision", "dispute the decision",
+        "don't accept the decision", "拒绝 ... 退款", "退款 ... 驳回", "退款 ... 拒绝",
+        "退款 ... 被拒", "退款 ... 不通过", "退款 ... 没通过", "不给退款", "不给退",
+        "退款还没到", "退款一直没到", "钱还没退", "要求退款", "必须退款", "把钱退给我",
+    ],
+    "close_account": [
+        "close my account", "delete my account", "account deleted", "account closed",
+        "cancel my account", "delete my data", "remove my data", "erase my data",
+        "delete all my data", "delete my personal", "注销账号", "注销账户", "注销帐号",
+        "注销我的账", "销户", "删除我的信息", "删除我的数据", "删除我的个人信息",
+        "删除我的所有信息",
+    ],
+}  # fmt: skip
+
+
 class HandoffConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A tenant's handoff settings.
 
@@ -49,7 +73,7 @@ class HandoffConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """
 
     signals: tuple[str, ...] = SIGNALS
-    intents: dict[str, list[str]] = {}
+    intents: dict[str, list[str]] = msgspec.field(default_factory=lambda: dict(DEFAULT_INTENTS))
     repeat_similarity: Annotated[float, Meta(gt=0, le=1)] = 0.9
     repeat_min_chars: Annotated[int, Meta(ge=1)] = 6
 
@@ -143,11 +167,15 @@ _PEOPLE = (
     r"(?:a |an |the |your |some |real |actual |live )*"
     r"(?:human(?! (?:hair|resources|rights|error|body|being))|person(?!-)|people|agent"
     r"|representative|rep|operator|manager|supervisor|someone|somebody|staff|member of staff"
-    r"|customer service(?: agent| rep(?:resentative)?)?|real agent|live agent)\b"
+    r"|staff member|specialist|advisor|adviser|colleague|your team|someone from your team"
+    r"|customer (?:service|support|care)(?: agent| rep(?:resentative)?| staff| team)?"
+    r"|support (?:staff|team|agent)|real agent|live agent)\b"
 )
 _HUMAN = _any(
-    r"\b(?:talk|speak|chat|connect|transfer|put|escalate|get|give|need|want|like|let|have)"
-    rf"\b(?: me| this| it| to| with| through| up| a word)*\s+(?:to |with |through to )?{_PEOPLE}",
+    r"\b(?:talk|speak|chat|connect|transfer|put|escalate|get|give|need|want|like|let|have|reach"
+    r"|pass|hand|forward|prefer)"
+    rf"\b(?: me| this| it| to| with| through| up| over| on| a word)*\s+(?:to |with |through to )?"
+    rf"{_PEOPLE}",
     r"\b(?:real|actual|live) (?:person|human|agent|people|support|chat)\b",
     r"\b(?:not|instead of|rather than) (?:a |an |this |the |your )?(?:bot|robot|machine|ai)\b",
     r"\bstop the bot\b",
@@ -162,6 +190,8 @@ _HUMAN = _any(
     r"(?:找|叫|要|和|跟|让)(?:你们)?(?:的)?(?:客服)?(?:经理|主管|领导|负责人)",
     r"不想(?:跟|和|与)?机器人|不要(?:跟)?机器人|别用机器人|机器人.{0,4}(?:没用|听不懂)",
     r"(?:安排|让)(?:客服|人工|工作人员|专人)(?:给我)?(?:回|打)(?:个)?电话",
+    r"(?:找|要|叫|让|换|转|接|联系)(?:个|一个|位)?(?:客服人员|工作人员|客服专员|专员|坐席|人工坐席|真人客服)",
+    r"(?:客服|工作人员|人)(?:来)?(?:跟|和|给)我(?:说|聊|谈|解释|打电话)",
 )
 # These say "I want a person" by refusing the machine: a negation is part of the request.
 _HUMAN_UNNEGATABLE = _any(
@@ -171,22 +201,30 @@ _HUMAN_UNNEGATABLE = _any(
 _NOT_A_ROBOT = re.compile(r"\bi(?:'m| am) not a robot\b", re.IGNORECASE)
 
 _LEGAL = _any(
-    r"\b(?:my|our|a) (?:lawyers?|attorneys?|solicitors?)\b(?! (?:office|fees?)\b)"
+    r"\b(?:my|our) (?:lawyers?|attorneys?|solicitors?|legal (?:team|counsel|department))\b"
+    r"(?! (?:office|fees?)\b)",
+    r"\b(?:a|an) (?:lawyers?|attorneys?|solicitors?)\b(?! (?:office|fees?)\b)"
     r"(?=[^.?!]{0,30}\b(?:will|is going|are going|says?|said|be in touch|contact|letter|told))",
+    r"\blawyer(?:ing)? up\b|\blegal (?:route|steps|proceedings)\b|\bsee you in court\b",
     r"\b(?:contact\w*|call\w*|get\w*|hir\w*|consult\w*|involv\w*|speak\w* to|talk\w* to|see)"
     r" (?:my|a|our) (?:lawyers?|attorneys?|solicitors?)\b",
     r"\blegal action\b|\blawsuit\b|\bsu(?:e|ing)\b(?! me\b)|\btake (?:you|this|it) to court\b"
     r"|\bsmall claims\b|\bin court\b|\bbreach of contract\b|\bclass action\b",
     r"\bcharge ?backs?\b|\bdisput(?:e|ing) (?:the|this|that|a|my) (?:charge|payment|transaction)"
-    r"|\bfraud claim\b",
+    r"|\bfraud claim\b|\b(?:open|opened|opening|file|filed|filing|raise|raised|start|started)"
+    r" (?:a |an )?(?:dispute|claim|case)\b[^.?!]{0,20}\b(?:with|through|on|at)\b"
+    r"|\b(?:paypal|credit card|card company|my bank|the bank|visa|mastercard|amex) "
+    r"(?:dispute|claim)\b",
     r"\b(?:report|complain|complaint|file|filing|reporting)\b[^.?!]{0,40}\b(?:ftc|bbb|"
     r"better business bureau|trading standards|consumer protection|ombudsman|regulator|"
-    r"attorney general|cfpb|police|authorities)\b",
+    r"attorney general|cfpb|police|authorities|watchdog|citizens advice|consumer council|"
+    r"ofcom|ofgem|the press|the media|the news)\b",
     r"\bviolat\w* [^.?!]{0,30}\blaws?\b|\billegal\b",
-    r"(?:投诉|举报|告)(?:到|去|给)?.{0,4}(?:消协|消费者协会|12315|12345|工商|市场监管|监管局|银保监|"
-    r"证监会|金融监管|消保委|质监)",
-    r"(?:向|去|到|找|打)(?:[^，。！？]{0,6})?(?:消协|消费者协会|12315|工商局|市场监管|监管局|银保监|"
-    r"消保委)",
+    r"(?:投诉|举报|告|反映)(?:到|去|给)?.{0,4}(?:消协|消费者协会|12315|12345|工商|市场监管|监管局|"
+    r"银保监|证监会|金融监管|消保委|质监|有关部门|相关部门|监管部门|主管部门)",
+    r"(?:向|去|到|找|打)(?:[^，。！？]{0,6})?(?:消协|消费者协会|12315|工商|市场监管|监管局|银保监|"
+    r"消保委|有关部门|相关部门|监管部门|主管部门)(?:[^，。！？]{0,4})?(?:投诉|举报|反映|告)?",
+    r"法律途径|法律程序|法律手段|走法律|依法维权|维权",
     r"黑猫投诉|(?:请|找|咨询|联系|委托|问)(?:了)?(?:个)?律师|律师(?:已经|说)|(?:发|寄|收到)律师函"
     r"|起诉|法院|告你们|上法庭|打官司|仲裁|报警|曝光|媒体|央视|315晚会|拒付|违法",
 )
@@ -202,11 +240,17 @@ _ANGER = _any(
     r"\b(?:i'?m|i am|so|very|really|extremely|fucking) (?:angry|furious|livid|pissed|mad)\b"
     r"|\bfurious\b|\blivid\b|\bpissed off\b|\bfed up\b|\bsick (?:and tired )?of\b"
     r"|\bworst (?:customer )?(?:service|company|experience)\b|\bshame on you\b"
-    r"|\bjoke of a\b|\bare you kidding\b|\bhate you\b|\bscrew you\b|\bfucking joke\b",
+    r"|\bjoke of a\b|\bare you kidding\b|\bhate you\b|\bscrew (?:you|this|it|that)\b"
+    r"|\b(?:a|total|complete|fucking|such a|what a) joke\b|\bworst \w+ ever\b"
+    r"|\bnever (?:order|buy|shop|use)\w* (?:from you |here |with you )?again\b"
+    r"|\b(?:had|have had) enough\b|\benough is enough\b|\blast straw\b|\bwhat the hell\b"
+    r"|\bbloody\b|\bsucks\b|\bdisgrace\w*|\bappalling\b|\batrocious\b|\bthie(?:f|ves)\b"
+    r"|\bcon artists?\b|\bcheated\b|\bclowns\b|\boutraged\b|\bfed up\b|\byou people\b",
     r"垃圾(?!桶|袋|箱|车|分类|处理|邮件|短信|清理|站)|骗子|骗人|骗钱|傻逼|傻[bB]|煞笔|傻叉|(?<![a-z])sb(?![a-z])"
     r"|妈的|他妈|特么|tmd|尼玛|你妈|操你|草泥马|卧槽|滚(?!筒|动|轮|珠|烫|刀|梯)|气死|太过分|什么破|"
     r"破(?:客服|服务|平台|店|公司|系统|东西)|废物|坑人|坑爹|黑店|无良|恶心|忍无可忍|受够了|去死|混蛋|"
-    r"王八蛋|有病吧|脑子有病|敷衍|差劲|奸商|很生气|非常生气|太生气|火大|气炸",
+    r"王八蛋|有病吧|脑子有病|敷衍|差劲|奸商|很生气|非常生气|太生气|火大|气炸|气人|可恶|无耻|太离谱|"
+    r"搞什么|什么玩意|烂透|太烂|极差|再也不(?:买|来|用)|欺骗消费者|坑消费者|强盗|流氓|忽悠",
 )
 _SHOUT_LETTERS = re.compile(r"[A-Za-z]")
 _SHOUT_MARKS = re.compile(r"[!?]{2,}")

@@ -3,8 +3,9 @@
 Each row is ``{"text"}`` (one user turn) or ``{"messages"}`` (a conversation whose last turn is
 the customer's), with ``"labels"``: the signals a person reading the last turn would act on
 (``human_request``, ``anger``, ``legal_threat``, ``repeated_question``, ``intent``; empty = no
-handoff). Intents are the ones in ``handoff_intents.json`` (a refund dispute, a request to
-close the account). Run ``python tests/safety/data/build_handoff_set.py`` to rewrite the file.
+handoff). Intents are the shipped defaults (``DEFAULT_INTENTS`` in
+``gateway/safety/handoff.py``: a refund dispute, a request to close the account). Run
+``python tests/safety/data/build_handoff_set.py`` to rewrite the file.
 """
 
 from __future__ import annotations
