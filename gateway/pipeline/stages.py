@@ -149,7 +149,7 @@ class Route(_Stage):
 
 
 class Settle(_Stage):
-    """Turns what was generated into tokens and money (the budget issue settles budgets here)."""
+    """Turns what was generated into tokens and money; `reserve`'s exit then settles the budget."""
 
     name = "settle"
 

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from gateway.budget import SqliteBudgetStore, day_period, period_key
+from gateway.budget import SqliteBudgetStore, day_period, month_period, period_key
 from tests.conftest import all_records, ledger_record
 from tests.support.budget_config import (
     HELLO,
@@ -26,7 +26,7 @@ from tests.support.budget_config import (
     redis_state,
 )
 from tests.support.gateway_server import GatewayServer, gateway_env
-from tests.support.mock_upstream import MockUpstream, Reply, free_port
+from tests.support.mock_upstream import CutStream, MockUpstream, Reply, free_port
 
 KEYS = {
     name: f"sk-test-{name}-0123456789"
@@ -269,6 +269,29 @@ def test_the_budget_output_cap_is_sent_upstream_when_the_request_sets_none(
     assert answered.status_code == 200
     sent = upstream.history[-1].json
     assert sent["max_tokens"] == 32 and "max_completion_tokens" not in sent
+
+
+def test_streams_settle_what_they_generated_even_when_cut_off(
+    gateway: GatewayServer, upstream: MockUpstream
+) -> None:
+    month = period_key("capped", month_period("UTC", datetime.now(UTC)))
+    before, _ = store_totals(gateway, month)
+    body = {"stream": True, "stream_options": {"include_usage": True}}
+    whole = ask(gateway, "capped", "tell me about your loyalty programme", **body)
+    upstream.enqueue(CutStream(after_chunks=2))
+    cut = ask(gateway, "capped", "tell me about your gift cards please", **body)
+
+    assert whole.status_code == cut.status_code == 200
+    assert '"error"' in cut.text  # the upstream failure, as the stream's last event
+    costs = [
+        ledger_record(gateway, r.headers["x-switchboard-request-id"]).cost_micros
+        for r in (whole, cut)
+    ]
+    assert all(c > 0 for c in costs)  # the cut stream is billed for its two chunks
+    spent, settled = store_totals(gateway, month)
+    # Settled to the ledger's cost, and nothing left reserved.
+    assert spent == settled == before + sum(costs)
+    assert settled == ledger_cost(gateway, "capped")
 
 
 def test_rate_limits_answer_429_with_openai_headers(
