@@ -150,11 +150,40 @@ def _negated(text: str, start: int, end: int) -> bool:
     return _NEGATION_AFTER.match(text, end) is not None
 
 
-def _first(patterns: re.Pattern[str], text: str, *, negatable: bool = True) -> str | None:
+def _first(
+    patterns: re.Pattern[str],
+    text: str,
+    *,
+    negatable: bool = True,
+    procedural: re.Pattern[str] | None = None,
+) -> str | None:
+    """The first match not negated (and, with ``procedural``, not inside a question about how
+    things work: "how do I dispute a charge?", "do I need to talk to an agent to ...?")."""
     for m in patterns.finditer(text):
-        if not negatable or not _negated(text, m.start(), m.end()):
-            return m.group()
+        if negatable and _negated(text, m.start(), m.end()):
+            continue
+        if procedural is not None and procedural.match(text, _clause_start(text, m.start())):
+            continue
+        return m.group()
     return None
+
+
+def _clause_start(text: str, pos: int) -> int:
+    start = 0
+    for m in _CLAUSE.finditer(text, 0, pos):
+        start = m.end()
+    return start
+
+
+# A clause that asks how something works is not a threat or a request, whatever it names.
+_LEGAL_PROCEDURAL = re.compile(
+    r"\s*(?:how|can i|could i|can we|where|what|when|is it possible|do i|should i|may i"
+    r"|am i able)\b"
+    r"|\s*(?:如何|怎么|怎样|在哪|哪里|可以)"
+)
+_HUMAN_PROCEDURAL = re.compile(
+    r"\s*(?:do i (?:need|have) to|is it necessary to|must i|what (?:time|hours)|when can i)\b"
+)
 
 
 def _any(*parts: str) -> re.Pattern[str]:
@@ -165,8 +194,8 @@ def _any(*parts: str) -> re.Pattern[str]:
 
 _PEOPLE = (
     r"(?:a |an |the |your |some |real |actual |live )*"
-    r"(?:human(?! (?:hair|resources|rights|error|body|being))|person(?!-)|people|agent"
-    r"|representative|rep|operator|manager|supervisor|someone|somebody|staff|member of staff"
+    r"(?:human(?! (?:hair|resources|rights|error|body|being))|person(?!-)|agent"
+    r"|representative|rep|operator|manager|supervisor|staff|member of staff"
     r"|staff member|specialist|advisor|adviser|colleague|your team|someone from your team"
     r"|customer (?:service|support|care)(?: agent| rep(?:resentative)?| staff| team)?"
     r"|support (?:staff|team|agent)|real agent|live agent)\b"
@@ -177,6 +206,7 @@ _HUMAN = _any(
     rf"\b(?: me| this| it| to| with| through| up| over| on| a word)*\s+(?:to |with |through to )?"
     rf"{_PEOPLE}",
     r"\b(?:real|actual|live) (?:person|human|agent|people|support|chat)\b",
+    r"\b(?:talk|speak|chat)\w* (?:to|with) (?:someone|somebody)\b",
     r"\b(?:not|instead of|rather than) (?:a |an |this |the |your )?(?:bot|robot|machine|ai)\b",
     r"\bstop the bot\b",
     r"\bescalate\b",
@@ -199,16 +229,28 @@ _HUMAN_UNNEGATABLE = _any(
     r"\b(?:not|instead of|rather than) (?:a |an |this |the |your )?(?:bot|robot|machine)\b",
 )
 _NOT_A_ROBOT = re.compile(r"\bi(?:'m| am) not a robot\b", re.IGNORECASE)
+# "Are you a real person?" asks what the assistant is, not for someone else.
+_IDENTITY_QUESTION = re.compile(
+    r"\b(?:are|were) you (?:a |an )?(?:real|actual|live|human)|\byou(?:'re| are) (?:a |an )?(?:real"
+    r"|actual) (?:person|human)|\bam i (?:speaking|talking|chatting) (?:to|with) (?:a |an )?"
+    r"(?:real|actual|live|human)|\bcould you be (?:a |an )?(?:real|actual|human)"
+    r"|你是(?:真人|机器人)",
+    re.IGNORECASE,
+)
 
 _LEGAL = _any(
-    r"\b(?:my|our) (?:lawyers?|attorneys?|solicitors?|legal (?:team|counsel|department))\b"
-    r"(?! (?:office|fees?)\b)",
-    r"\b(?:a|an) (?:lawyers?|attorneys?|solicitors?)\b(?! (?:office|fees?)\b)"
-    r"(?=[^.?!]{0,30}\b(?:will|is going|are going|says?|said|be in touch|contact|letter|told))",
+    r"\b(?:my|our|a|an) (?:lawyers?|attorneys?|solicitors?|legal (?:team|counsel|department))"
+    r"\b(?! (?:office|fees?)\b)"
+    r"(?=[^.?!]{0,30}\b(?:will|is going|are going|says?|said|be in touch|contact|letter|told|"
+    r"has|is (?:on|handling|looking))\b)",
+    r"\b(?:hear|hearing) from (?:my|our) (?:lawyers?|attorneys?|solicitors?|legal)",
     r"\blawyer(?:ing)? up\b|\blegal (?:route|steps|proceedings)\b|\bsee you in court\b",
-    r"\b(?:contact\w*|call\w*|get\w*|hir\w*|consult\w*|involv\w*|speak\w* to|talk\w* to|see)"
-    r" (?:my|a|our) (?:lawyers?|attorneys?|solicitors?)\b",
-    r"\blegal action\b|\blawsuit\b|\bsu(?:e|ing)\b(?! me\b)|\btake (?:you|this|it) to court\b"
+    r"\b(?:contact\w*|call\w*|get\w*|hir\w*|consult\w*|involv\w*|speak\w* (?:to|with)"
+    r"|talk\w* (?:to|with)|see|ask\w*|forward\w* (?:this|it) to|send\w* (?:this|it) to)"
+    r" (?:my|a|an|our) (?:lawyers?|attorneys?|solicitors?|legal (?:team|counsel|department))\b",
+    r"\blegal action\b|\blawsuit\b|\btake (?:you|this|it|them) to court\b"
+    r"|\b(?:will|'ll|going to|gonna|shall|i'?d|could|can) sue\b|\bsu(?:e|ing) (?:you|your|them|the "
+    r"(?:company|store|shop|seller))\b"
     r"|\bsmall claims\b|\bin court\b|\bbreach of contract\b|\bclass action\b",
     r"\bcharge ?backs?\b|\bdisput(?:e|ing) (?:the|this|that|a|my) (?:charge|payment|transaction)"
     r"|\bfraud claim\b|\b(?:open|opened|opening|file|filed|filing|raise|raised|start|started)"
@@ -219,7 +261,8 @@ _LEGAL = _any(
     r"better business bureau|trading standards|consumer protection|ombudsman|regulator|"
     r"attorney general|cfpb|police|authorities|watchdog|citizens advice|consumer council|"
     r"ofcom|ofgem|the press|the media|the news)\b",
-    r"\bviolat\w* [^.?!]{0,30}\blaws?\b|\billegal\b",
+    r"\bviolat\w* [^.?!]{0,30}\blaws?\b|\b(?:this is|that'?s|it'?s|is|are) (?:totally |clearly )?"
+    r"illegal\b",
     r"(?:投诉|举报|告|反映)(?:到|去|给)?.{0,4}(?:消协|消费者协会|12315|12345|工商|市场监管|监管局|"
     r"银保监|证监会|金融监管|消保委|质监|有关部门|相关部门|监管部门|主管部门)",
     r"(?:向|去|到|找|打)(?:[^，。！？]{0,6})?(?:消协|消费者协会|12315|工商|市场监管|监管局|银保监|"
@@ -235,16 +278,20 @@ _ANGER = _any(
     r"website|app|store|shop|system)\b|\buseless\b|\bpathetic\b|\bridiculous\b|\bunbelievable\b",
     r"\bscam(?:mer)?s\b|\bscammed\b"
     r"|\b(?:this is|it'?s|that'?s|you'?re|what a|total|complete|such a|a fucking) (?:a )?scam\b"
-    r"|\bfraudsters?\b|\brip[- ]?off\b|\bliars?\b|\blying\b|\bdisgusting\b|\boutrageous\b"
+    r"|\bfraudsters?\b|\brip[- ]?off\b|\bliars?\b|\b(?:you(?:'re| are)|stop|keep) lying\b"
+    r"|\bdisgusting\b|\boutrageous\b"
     r"|\bunacceptable\b",
     r"\b(?:i'?m|i am|so|very|really|extremely|fucking) (?:angry|furious|livid|pissed|mad)\b"
     r"|\bfurious\b|\blivid\b|\bpissed off\b|\bfed up\b|\bsick (?:and tired )?of\b"
     r"|\bworst (?:customer )?(?:service|company|experience)\b|\bshame on you\b"
     r"|\bjoke of a\b|\bare you kidding\b|\bhate you\b|\bscrew (?:you|this|it|that)\b"
-    r"|\b(?:a|total|complete|fucking|such a|what a) joke\b|\bworst \w+ ever\b"
+    r"|\b(?:is|are|what|such|total|complete|fucking) (?:a )?(?:total |complete |fucking )?joke\b"
+    r"|\bworst \w+ ever\b"
     r"|\bnever (?:order|buy|shop|use)\w* (?:from you |here |with you )?again\b"
-    r"|\b(?:had|have had) enough\b|\benough is enough\b|\blast straw\b|\bwhat the hell\b"
-    r"|\bbloody\b|\bsucks\b|\bdisgrace\w*|\bappalling\b|\batrocious\b|\bthie(?:f|ves)\b"
+    r"|\b(?:i'?ve|i have|we'?ve) had enough\b|\bhad enough of (?:this|you)\b"
+    r"|\benough is enough\b|\blast straw\b|\bwhat the hell\b"
+    r"|\bbloody\b|\bsucks\b|\bdisgrace\w*|\bappalling\b|\batrocious\b"
+    r"|\b(?:you|you'?re|you are|bunch of|such) (?:\w+ )?thieves\b"
     r"|\bcon artists?\b|\bcheated\b|\bclowns\b|\boutraged\b|\bfed up\b|\byou people\b",
     r"垃圾(?!桶|袋|箱|车|分类|处理|邮件|短信|清理|站)|骗子|骗人|骗钱|傻逼|傻[bB]|煞笔|傻叉|(?<![a-z])sb(?![a-z])"
     r"|妈的|他妈|特么|tmd|尼玛|你妈|操你|草泥马|卧槽|滚(?!筒|动|轮|珠|烫|刀|梯)|气死|太过分|什么破|"
@@ -376,13 +423,14 @@ def handoff_signals(
     text = fold(raw).lower()
     wanted = config.signals
     found: list[HandoffSignal] = []
-    if LEGAL in wanted and (hit := _first(_LEGAL, text)) is not None:
+    if LEGAL in wanted and (hit := _first(_LEGAL, text, procedural=_LEGAL_PROCEDURAL)) is not None:
         found.append(HandoffSignal(LEGAL, hit))
     if HUMAN in wanted:
         hit = _first(_HUMAN_UNNEGATABLE, text, negatable=False)
         if hit is not None and _NOT_A_ROBOT.search(text):
             hit = None
-        hit = hit or _first(_HUMAN, text)
+        if hit is None and not _IDENTITY_QUESTION.search(text):
+            hit = _first(_HUMAN, text, procedural=_HUMAN_PROCEDURAL)
         if hit is not None:
             found.append(HandoffSignal(HUMAN, hit))
     if ANGER in wanted:
