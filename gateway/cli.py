@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from gateway.answers.commands import add_answers_commands, run_answers_command
+from gateway.cache.semantic.commands import add_cache_commands, run_cache_command
 from gateway.config import ConfigError, load_config
 from gateway.keys import hash_key, new_key
 from gateway.routing.commands import add_routing_commands, run_routing_command
@@ -114,6 +116,8 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("path", help="the YAML file to check")
     add_routing_commands(sub)
     add_safety_commands(sub)
+    add_answers_commands(sub)
+    add_cache_commands(sub)
     return parser
 
 
@@ -130,6 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     routed = run_routing_command(args)
     if routed is not None:
         return routed
+    for run in (run_answers_command, run_cache_command):
+        status = run(args)
+        if status is not None:
+            return status
     safety = run_safety_command(args)
     if safety is not None:
         return safety

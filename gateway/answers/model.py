@@ -1,0 +1,175 @@
+"""The intent matcher as it is served: numpy only, loaded from one ``.npz`` file.
+
+A linear model over two blocks of features, trained by ``gateway answers train``
+(``training.py``, scikit-learn) and exported here as plain arrays:
+
+* the TF-IDF of :func:`gateway.answers.features.grams` (sublinear term frequency, L2-normalised,
+  vocabulary and IDF stored with the weights);
+* the text's WordLlama sentence vector (``gateway.embedder``), which knows that "parcel" and
+  "package" are close, something no n-gram of the training examples can know.
+
+``predict`` returns the most probable intent and its probability; the model abstains (``intent``
+None) below ``threshold``, which training chose by cross-validation for ``target_error``. The file
+stores, besides the arrays, a JSON ``meta`` record: classes, vocabulary, threshold, the
+cross-validated coverage and error, the feature set and embedder names, and a fingerprint of the
+examples it was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from gateway.answers.features import FEATURE_SET, grams
+from gateway.embedder import Embedder, default_embedder
+
+__all__ = ["IntentModel", "ModelFileError", "Prediction"]
+
+FORMAT = "switchboard-intent-model-1"
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be read or was written for another feature set or embedder."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """The best intent (None: abstained), its probability, and the runner-up for explanations."""
+
+    intent: str | None
+    best: str
+    confidence: float
+    runner_up: str | None
+    runner_up_confidence: float
+
+
+class IntentModel:
+    def __init__(
+        self,
+        *,
+        classes: list[str],
+        vocabulary: dict[str, int],
+        idf: npt.NDArray[np.float32],
+        coef_text: npt.NDArray[np.float32],
+        coef_vector: npt.NDArray[np.float32],
+        intercept: npt.NDArray[np.float32],
+        threshold: float,
+        meta: dict[str, Any],
+        embedder: Embedder | None = None,
+    ) -> None:
+        self.classes = classes
+        self.vocabulary = vocabulary
+        self.idf = idf
+        self.coef_text = coef_text
+        self.coef_vector = coef_vector
+        self.intercept = intercept
+        self.threshold = threshold
+        self.meta = meta
+        self._embedder = embedder
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = default_embedder()
+        return self._embedder
+
+    # --- scoring -------------------------------------------------------------------------------
+
+    def probabilities(self, text: str) -> npt.NDArray[np.float64]:
+        counts = Counter(g for g in grams(text) if g in self.vocabulary)
+        scores = self.intercept.astype(np.float64)
+        if counts:
+            n = len(counts)
+            idx = np.fromiter((self.vocabulary[g] for g in counts), dtype=np.int64, count=n)
+            tf = 1.0 + np.log(np.fromiter(counts.values(), dtype=np.float64, count=n))
+            values = tf * self.idf[idx]
+            values /= math.sqrt(float(values @ values))
+            scores = scores + values @ self.coef_text[idx]
+        if self.coef_vector.shape[0]:
+            scores = scores + self.embedder.embed(text).astype(np.float64) @ self.coef_vector
+        scores -= scores.max()
+        exp = np.exp(scores)
+        probs: npt.NDArray[np.float64] = exp / exp.sum()
+        return probs
+
+    def predict(self, text: str) -> Prediction:
+        """The intent of ``text``, or an abstention (``intent`` None) below the threshold."""
+        probs = self.probabilities(text)
+        order = np.argsort(-probs)
+        best = int(order[0])
+        second = int(order[1]) if len(order) > 1 else None
+        confidence = float(probs[best])
+        return Prediction(
+            intent=self.classes[best] if confidence >= self.threshold else None,
+            best=self.classes[best],
+            confidence=confidence,
+            runner_up=self.classes[second] if second is not None else None,
+            runner_up_confidence=float(probs[second]) if second is not None else 0.0,
+        )
+
+    # --- files ---------------------------------------------------------------------------------
+
+    def save(self, path: Path) -> None:
+        """Write one ``.npz`` file (float16 text weights: half the size, same decisions)."""
+        meta = {
+            **self.meta,
+            "format": FORMAT,
+            "classes": self.classes,
+            "vocabulary": self.vocabulary,
+            "threshold": self.threshold,
+        }
+        with path.open("wb") as fh:
+            np.savez_compressed(
+                fh,
+                meta=np.array(json.dumps(meta, ensure_ascii=False)),
+                idf=self.idf.astype(np.float32),
+                coef_text=self.coef_text.astype(np.float16),
+                coef_vector=self.coef_vector.astype(np.float32),
+                intercept=self.intercept.astype(np.float32),
+            )
+
+    @classmethod
+    def load(cls, path: Path, *, embedder: Embedder | None = None) -> IntentModel:
+        """Read a model file; :class:`ModelFileError` names what is wrong with it."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+                arrays = {
+                    name: np.asarray(data[name], dtype=np.float32)
+                    for name in ("idf", "coef_text", "coef_vector", "intercept")
+                }
+        except OSError as exc:
+            raise ModelFileError(f"{path}: cannot read: {exc}") from exc
+        except (ValueError, KeyError, json.JSONDecodeError) as exc:
+            raise ModelFileError(
+                f"{path}: not a model written by `gateway answers train` ({exc})"
+            ) from exc
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ModelFileError(f"{path}: not a model written by `gateway answers train`")
+        if meta.get("feature_set") != FEATURE_SET:
+            raise ModelFileError(
+                f"{path}: trained with features {meta.get('feature_set')!r}, this gateway "
+                f"computes {FEATURE_SET!r}; retrain it with `gateway answers train`"
+            )
+        model = cls(
+            classes=list(meta["classes"]),
+            vocabulary=dict(meta["vocabulary"]),
+            threshold=float(meta["threshold"]),
+            meta={k: v for k, v in meta.items() if k not in ("classes", "vocabulary")},
+            embedder=embedder,
+            **arrays,
+        )
+        if arrays["coef_vector"].shape[0] and embedder is not None:
+            if meta.get("embedder") != embedder.name:
+                raise ModelFileError(
+                    f"{path}: trained with embedder {meta.get('embedder')!r}, not "
+                    f"{embedder.name!r}; retrain it"
+                )
+        return model
