@@ -31,7 +31,7 @@ from gateway.feedback import FeedbackStore
 from gateway.ledger import Ledger, SqliteLedger
 from gateway.reload import ConfigReloader
 from gateway.runtime import build_runtime
-from gateway.service import Switchboard, build_budget_store
+from gateway.service import Switchboard, build_budget_store, build_ledger_relay
 from gateway.settings import Settings
 from gateway.telemetry import Telemetry
 from gateway.tiers.base import Tier
@@ -90,6 +90,9 @@ def build_switchboard(
         # Once per process, kept across config reloads (state and redis are bound at start).
         budget_store=build_budget_store(loaded.config, settings.data_dir),
     )
+    if loaded.config.state == "redis" and isinstance(the_ledger, SqliteLedger):
+        # Every process's records reach the shared Redis stream (`gateway ledger pull`).
+        board.ledger_relay = build_ledger_relay(loaded.config, the_ledger.path)
     if from_file:
         board.reloader = ConfigReloader(
             board, settings.config_path, data_dir=settings.data_dir, env=env, announce=announce
@@ -118,6 +121,8 @@ def create_app(settings: Settings, *, switchboard: Switchboard | None = None) ->
                 watcher = asyncio.create_task(reloader.watch(server.watch_interval_s))
         # Releases reservations whose process died before settling them.
         board.start_budget_reaper()
+        if board.ledger_relay is not None:
+            board.ledger_relay.start()
         board.ready = True
         try:
             yield

@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     _zone_arguments(report)
     report.add_argument("--data-dir", help=DATA_DIR_HELP)
 
-    ledger = sub.add_parser("ledger", help="export and prune the spend ledger")
+    ledger = sub.add_parser("ledger", help="export, prune and pull the spend ledger")
     ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
     export = ledger_sub.add_parser("export", help="one tenant's raw records as CSV or JSONL")
     export.add_argument("--tenant", required=True, help="the tenant to export")
@@ -109,6 +109,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     _zone_arguments(prune)
     prune.add_argument("--data-dir", help=DATA_DIR_HELP)
+    pull = ledger_sub.add_parser(
+        "pull",
+        help="with state: redis, store every gateway process's records from the Redis ledger "
+        "stream in this data directory's ledger",
+    )
+    pull.add_argument(
+        "--redis-url",
+        default="redis://127.0.0.1:6379/0",
+        help="the gateways' redis.url (default redis://127.0.0.1:6379/0)",
+    )
+    pull.add_argument(
+        "--key-prefix", default="switchboard:", help="the gateways' redis.key_prefix"
+    )
+    pull.add_argument(
+        "--keep", action="store_true", help="leave the stored records in the stream (no trim)"
+    )
+    pull.add_argument(
+        "--follow",
+        type=float,
+        metavar="SECONDS",
+        help="keep pulling every SECONDS until interrupted",
+    )
+    pull.add_argument("--data-dir", help=DATA_DIR_HELP + "; created if missing")
 
     config = sub.add_parser("config", help="config files")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -250,6 +273,8 @@ def _ledger(args: argparse.Namespace) -> int:
     from gateway.retention import export, prune
     from gateway.timezones import parse_bound, zone, zones_for
 
+    if args.ledger_command == "pull":
+        return _ledger_pull(args)
     path = _ledger_path(args)
     if path is None:
         return 2
@@ -285,6 +310,38 @@ def _ledger(args: argparse.Namespace) -> int:
         _err(f"gateway: {exc}")
         return 2
     return 0
+
+
+def _ledger_pull(args: argparse.Namespace) -> int:
+    import time
+
+    import redis
+
+    from gateway.ledger import LedgerError, SqliteLedger
+    from gateway.ledger_stream import pull, stream_key
+
+    data_dir = Path(args.data_dir) if args.data_dir else Settings.from_env().data_dir
+    path = data_dir / "ledger.sqlite3"
+    try:
+        SqliteLedger(path).close()  # create and migrate the target ledger
+        client = redis.Redis.from_url(args.redis_url, socket_timeout=10)
+        while True:
+            result = pull(client, args.key_prefix, path, trim=not args.keep)
+            _err(
+                f"gateway: {result.stored} new records from {stream_key(args.key_prefix)} into "
+                f"{path} ({result.duplicates} already there)"
+            )
+            if args.follow is None:
+                return 0
+            time.sleep(args.follow)
+    except KeyboardInterrupt:
+        return 0
+    except redis.RedisError as exc:
+        _err(f"gateway: Redis at {args.redis_url} cannot be read: {exc}")
+        return 2
+    except (LedgerError, OSError, ValueError) as exc:
+        _err(f"gateway: {exc}")
+        return 2
 
 
 def _config_check(path: Path) -> int:

@@ -281,6 +281,16 @@ MIGRATIONS: list[tuple[str, str]] = [
         )
         """,
     ),
+    (
+        # Feedback and the ledger stream look records up by request id.
+        "0007_index_requests_request_id",
+        "CREATE INDEX requests_request_id ON requests (request_id)",
+    ),
+    (
+        # Where the ledger stream relay (gateway.ledger_stream) and `gateway ledger pull` got to.
+        "0008_stream_cursors",
+        "CREATE TABLE stream_cursors (name TEXT PRIMARY KEY, position TEXT NOT NULL)",
+    ),
 ]
 
 # SQL expression per group_by column. Values are TEXT so that keys compare and print uniformly.
@@ -346,6 +356,7 @@ _COLUMNS = (
     "cost_micros, large_cost_micros, latency_ms, status, stream, cache_hit, usage_estimated, "
     "error_code, end_user, reasons, features, request_text, attempts"
 )
+LEDGER_COLUMNS: tuple[str, ...] = tuple(c.strip() for c in _COLUMNS.split(","))
 _INSERT = f"INSERT INTO requests ({_COLUMNS}) VALUES ({', '.join('?' * 21)})"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -20,6 +20,7 @@ from gateway.budget import BudgetStore, RedisBudgetStore, SqliteBudgetStore, rea
 from gateway.cache.store import CacheStore
 from gateway.config import GatewayConfig
 from gateway.feedback import FeedbackStore
+from gateway.ledger_stream import LedgerRelay
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.core import Pipeline
 from gateway.pipeline.stages import default_stages
@@ -76,6 +77,8 @@ class Switchboard:
         self.feedback = feedback
         # Set when the config came from a file: reloads it on SIGHUP or change.
         self.reloader: ConfigReloader | None = None
+        # With state: redis, copies this process's ledger records to the shared stream.
+        self.ledger_relay: LedgerRelay | None = None
         self.telemetry = telemetry
         self.cache_store = cache_store
         stages = default_stages(cache_store, budget_store=lambda: self.budget_store)
@@ -135,6 +138,9 @@ class Switchboard:
         if self.cache_store is not None:
             await self.cache_store.aclose()
         self.runtime.ledger.close()
+        if self.ledger_relay is not None:
+            # After the ledger's last write: relay what is left while Redis still answers.
+            await anyio.to_thread.run_sync(self.ledger_relay.stop)
         if self.feedback is not None:
             self.feedback.close()
         if self.reloader is not None:
@@ -142,3 +148,10 @@ class Switchboard:
         if self.telemetry is not None:
             # Exporting blocks on the network (up to ~10 s when a collector is down).
             await anyio.to_thread.run_sync(self.telemetry.shutdown)
+
+
+def build_ledger_relay(config: GatewayConfig, ledger_path: Path) -> LedgerRelay:
+    import redis
+
+    client = redis.Redis.from_url(config.redis.url, socket_timeout=2, socket_connect_timeout=2)
+    return LedgerRelay(ledger_path, client, config.redis.key_prefix)
