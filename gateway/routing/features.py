@@ -178,9 +178,11 @@ _BIGRAM_TO_CLASS: dict[str, int] = {
     _p: _CLASS_INDEX[_name] for _name, _items in _BIGRAM_CLASSES.items() for _p in _items
 }
 _BIGRAM_FIRST = frozenset(p.split()[0] for p in _BIGRAM_TO_CLASS)
-_ZH_TABLE: tuple[tuple[int, tuple[str, ...]], ...] = tuple(
-    (_CLASS_INDEX[_name], _items) for _name, _items in _ZH_CLASSES.items()
-)
+# Chinese cues by their first character, each with its class index
+_ZH_BY_FIRST: dict[str, list[tuple[int, str]]] = {}
+for _name, _items in _ZH_CLASSES.items():
+    for _cue in _items:
+        _ZH_BY_FIRST.setdefault(_cue[0], []).append((_CLASS_INDEX[_name], _cue))
 
 _BASE_NAMES: tuple[str, ...] = (
     "log_chars",
@@ -333,11 +335,14 @@ def _options(text: str) -> tuple[int, float, float, float, bool]:
     lens = 0
     numeric = 0
     compound = 0
+    # cheap tests first: most option sets have no digit at all, most options no comma (which
+    # the compound pattern needs)
+    any_digit = _HAS_DIGIT("\n".join(bodies)) is not None
     for body in bodies:
         lens += len(body)
-        if _HAS_DIGIT(body):
+        if any_digit and _HAS_DIGIT(body):
             numeric += 1
-        if _COMPOUND_OPTION.match(body):
+        if "," in body and _COMPOUND_OPTION.match(body):
             compound += 1
     k = len(bodies)
     stem = "\n".join(lines[:stem_end])
@@ -466,11 +471,10 @@ def extract(
 
     zh_numbers = 0
     if cjk_chars:
-        for index, table in _ZH_TABLE:
-            for cue in table:
-                count = text.count(cue)
-                if count:
-                    kw[index] += count
+        # only the cues whose first character occurs in the text can be counted
+        for first in _ZH_BY_FIRST.keys() & set(text):
+            for index, cue in _ZH_BY_FIRST[first]:
+                kw[index] += text.count(cue)
         zh_numbers = len(_ZH_NUMBER.findall(text))
         sentences += _count(text, "。！？；")
 
