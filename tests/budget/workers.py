@@ -17,7 +17,8 @@ StoreSpec = tuple[str, ...]
 def open_store(spec: StoreSpec) -> BudgetStore:
     if spec[0] == "sqlite":
         return SqliteBudgetStore(spec[1])
-    return RedisBudgetStore(spec[1], spec[2])
+    # The gateway's own timeout (gateway/service.py): 0.5 s connects failed on a loaded CI box.
+    return RedisBudgetStore(spec[1], spec[2], timeout_s=2.0)
 
 
 async def _reserve_many(
