@@ -2,11 +2,15 @@
 
 Whatever model name the client sends, the configured model answers (the response and the
 ``x-switchboard-model`` header say which), so every vector a tenant stores comes from one model.
+
+A tenant with a ``budget`` reserves the input's cost (counted with tiktoken) before the call and
+settles the actual cost after it, as chat requests do, so budgets and the ledger agree.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,9 +18,11 @@ from typing import Any
 
 import msgspec
 
+from gateway.budget import BudgetBackendError, BudgetStore
 from gateway.errors import GatewayError, InvalidRequest, UpstreamError
 from gateway.ledger import LedgerRecord
-from gateway.money import format_usd
+from gateway.money import MICROS_PER_USD, format_usd
+from gateway.pipeline.budget import exceeded, finish_reservation, reserve_budget
 from gateway.runtime import Runtime
 from gateway.tiers.openai_compatible import usage_from
 from gateway.usage import Usage
@@ -68,7 +74,28 @@ def _validate(raw: object) -> dict[str, Any]:
     return raw
 
 
-async def embed(runtime: Runtime, tenant: str, body: bytes, request_id: str) -> EmbeddingAnswer:
+def _input_tokens(runtime: Runtime, value: object, model: str) -> int:
+    """Tokens of an embeddings ``input`` (texts counted with tiktoken, token arrays as given)."""
+    items = value if isinstance(value, list) else [value]
+    total = 0
+    for item in items:
+        if isinstance(item, str):
+            total += runtime.tokens.count_text(item, model)
+        elif isinstance(item, list):
+            total += len(item)
+        else:
+            total += 1  # a bare token id
+    return total
+
+
+async def embed(
+    runtime: Runtime,
+    tenant: str,
+    body: bytes,
+    request_id: str,
+    *,
+    budget_store: BudgetStore | None = None,
+) -> EmbeddingAnswer:
     """Answer one embeddings request; the ledger gets a record whatever happens."""
     received = datetime.now(UTC)
     started = time.perf_counter()
@@ -79,6 +106,8 @@ async def embed(runtime: Runtime, tenant: str, body: bytes, request_id: str) -> 
     error_code: str | None = None
     client = runtime.embeddings
     model = client.model if client is not None else None
+    reserved = False
+    warnings: dict[str, str] = {}
     try:
         if client is None:
             raise InvalidRequest(
@@ -91,6 +120,28 @@ async def embed(runtime: Runtime, tenant: str, body: bytes, request_id: str) -> 
             raise InvalidRequest(f"The request body is not valid JSON: {exc}") from exc
         payload = _validate(raw)
         requested_model = payload["model"]
+        tenant_cfg = runtime.tenant(tenant)
+        budget = tenant_cfg.budget
+        if budget is not None:
+            price = runtime.prices.price(client.model)
+            tokens = _input_tokens(runtime, payload["input"], client.model)
+            estimate = math.ceil(tokens * price.input_per_token * MICROS_PER_USD)
+            result = await reserve_budget(
+                budget_store,
+                tenant_name=tenant,
+                tenant=tenant_cfg,
+                budget=budget,
+                reservation_id=request_id,
+                model=client.model,
+                user=payload.get("user") if isinstance(payload.get("user"), str) else None,
+                now=received,
+                estimate=estimate,
+                headers=warnings,
+            )
+            if result is not None and not result.ok:
+                assert result.blocked is not None
+                raise exceeded(tenant, tenant_cfg, budget, result.blocked, estimate)
+            reserved = result is not None
         answer = await client.post_json("/embeddings", {**payload, "model": client.model})
         if not isinstance(answer.get("data"), list):
             raise UpstreamError(
@@ -109,6 +160,7 @@ async def embed(runtime: Runtime, tenant: str, body: bytes, request_id: str) -> 
         answer.setdefault("object", "list")
         answer["model"] = str(answer.get("model") or client.model)
         headers = {
+            **warnings,
             "x-switchboard-route": ROUTE,
             "x-switchboard-model": client.model,
             "x-switchboard-cost-usd": format_usd(cost),
@@ -118,6 +170,16 @@ async def embed(runtime: Runtime, tenant: str, body: bytes, request_id: str) -> 
         status, error_code = exc.status, exc.code
         raise
     finally:
+        if reserved and budget_store is not None:
+            try:
+                await finish_reservation(budget_store, request_id, cost)
+            except BudgetBackendError as exc:
+                log.warning(
+                    "embeddings request %s: could not settle its budget reservation (%s); the "
+                    "reaper releases it, the ledger keeps the cost",
+                    request_id,
+                    exc,
+                )
         record = LedgerRecord(
             request_id=request_id,
             ts=received,

@@ -164,7 +164,13 @@ async def embeddings(request: AnyRequest) -> Response[bytes]:
     tenant = _tenant_or_401(request, board)
     request_id = uuid.uuid4().hex
     try:
-        answer = await embed(board.runtime, tenant, await body_reader(request)(), request_id)
+        answer = await embed(
+            board.runtime,
+            tenant,
+            await body_reader(request)(),
+            request_id,
+            budget_store=board.budget_store,
+        )
     except GatewayError as exc:
         return error_response(exc, request_id)
     return Response(

@@ -41,6 +41,7 @@ from gateway.budget import (
     RateResult,
     RateUnit,
     RedisBudgetStore,
+    ReserveResult,
     Scope,
     ScopeState,
     budget_scopes,
@@ -61,8 +62,11 @@ __all__ = [
     "EnforceLimits",
     "ReserveBudget",
     "estimate_micros",
+    "exceeded",
+    "finish_reservation",
     "output_cap",
     "requested_output_cap",
+    "reserve_budget",
 ]
 
 log = logging.getLogger("gateway.budget")
@@ -168,29 +172,31 @@ def _duration(seconds: float) -> str:
 
 
 def _store_down(
-    ctx: RequestContext,
+    request_id: str,
+    headers: dict[str, str],
     store: BudgetStore | None,
     policy: OnBackendError,
     what: str,
     exc: BudgetBackendError,
 ) -> None:
-    """Apply ``on_backend_error``: raise 503 (fail_closed) or let the request through."""
+    """Apply ``on_backend_error``: raise 503 (fail_closed) or let the request through, with a
+    warning header in ``headers``."""
     name = _store_name(store)
     if policy == "fail_closed":
         raise BudgetUnavailable(
             f"The budget store ({name}) is unavailable and this tenant's {what} fail closed "
-            f"(on_backend_error: fail_closed); try again shortly (request id {ctx.request_id}).",
+            f"(on_backend_error: fail_closed); try again shortly (request id {request_id}).",
             retry_after_s=1.0,
         ) from exc
     log.warning(
         "request %s: %s not enforced, the budget store (%s) is unavailable "
         "(on_backend_error: fail_open): %s",
-        ctx.request_id,
+        request_id,
         what,
         name,
         exc,
     )
-    ctx.response_headers[BUDGET_WARNING] = f"budget store ({name}) unavailable; {what} not enforced"
+    headers[BUDGET_WARNING] = f"budget store ({name}) unavailable; {what} not enforced"
 
 
 # -- limits: rate limits and the soft limit, before routing ------------------------------------
@@ -249,7 +255,14 @@ class EnforceLimits:
                 raise BudgetBackendError("no budget store is open; restart the gateway")
             results = await store.hit_many(hits)
         except BudgetBackendError as exc:
-            _store_down(ctx, store, rates.on_backend_error, "rate limits", exc)
+            _store_down(
+                ctx.request_id,
+                ctx.response_headers,
+                store,
+                rates.on_backend_error,
+                "rate limits",
+                exc,
+            )
             return
         self._headers(ctx, results, labels)
         refused = [
@@ -327,7 +340,14 @@ class EnforceLimits:
                 raise BudgetBackendError("no budget store is open; restart the gateway")
             spent = await asyncio.gather(*(store.spent(s.key) for s in scopes))
         except BudgetBackendError as exc:
-            _store_down(ctx, store, budget.on_backend_error, "budget limits", exc)
+            _store_down(
+                ctx.request_id,
+                ctx.response_headers,
+                store,
+                budget.on_backend_error,
+                "budget limits",
+                exc,
+            )
             return
         for scope, used in zip(scopes, spent, strict=True):
             assert scope.limit_micros is not None
@@ -365,7 +385,8 @@ class EnforceLimits:
 SETTLE_RETRY_DELAYS_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 
 
-async def _finish(store: BudgetStore, reservation: str, amount: int) -> None:
+async def finish_reservation(store: BudgetStore, reservation: str, amount: int) -> None:
+    """Settle to ``amount`` (> 0), or release (0: nothing was generated)."""
     if amount > 0:
         await store.settle(reservation, amount)
     else:
@@ -376,7 +397,7 @@ async def _finish_later(store: BudgetStore, reservation: str, amount: int, reque
     for delay in SETTLE_RETRY_DELAYS_S:
         await asyncio.sleep(delay)
         try:
-            await _finish(store, reservation, amount)
+            await finish_reservation(store, reservation, amount)
         except BudgetBackendError:
             continue
         log.warning("request %s: budget reservation settled on a retry", request_id)
@@ -387,6 +408,67 @@ async def _finish_later(store: BudgetStore, reservation: str, amount: int, reque
         request_id,
         amount,
         RESERVATION_TTL_S,
+    )
+
+
+async def reserve_budget(
+    store: BudgetStore | None,
+    *,
+    tenant_name: str,
+    tenant: TenantConfig,
+    budget: BudgetConfig,
+    reservation_id: str,
+    model: str | None,
+    user: str | None,
+    now: datetime,
+    estimate: int,
+    headers: dict[str, str],
+) -> ReserveResult | None:
+    """Reserve ``estimate`` against every limit of the request's scopes (its tenant's day and
+    month, ``model``'s and ``user``'s limits) at ``now``. None when the store is down and the
+    tenant fails open (a warning goes into ``headers``); raises ``BudgetUnavailable`` when it
+    fails closed. A refused result is the caller's to turn into ``exceeded(...)``."""
+    scopes = budget_scopes(
+        tenant_name, budget, model=model, user=user, now=now, tenant_timezone=tenant.timezone
+    )
+    try:
+        if store is None:
+            raise BudgetBackendError("no budget store is open; restart the gateway")
+        return await store.reserve(reservation_id, scopes, estimate, RESERVATION_TTL_S)
+    except BudgetBackendError as exc:
+        _store_down(reservation_id, headers, store, budget.on_backend_error, "budget limits", exc)
+        return None
+
+
+def exceeded(
+    tenant_name: str,
+    tenant: TenantConfig,
+    budget: BudgetConfig,
+    blocked: ScopeState,
+    estimate: int,
+) -> BudgetExceeded:
+    """The 429 for a refused reservation: which limit, what is spent, when it resets, the fix."""
+    scope = blocked.scope
+    limit = scope.limit_micros or 0
+    zone = budget.timezone or tenant.timezone
+    retry = retry_after_s(blocked, datetime.now(UTC))
+    if estimate > limit:
+        # Not a matter of waiting: this request alone could cost more than the limit.
+        return BudgetExceeded(
+            f"This request could cost up to {_amount(budget, estimate)} (its prompt and "
+            f"max_tokens, on the most expensive tier it may use), more than the "
+            f"{describe(scope.key)} of {_amount(budget, limit)} for tenant {tenant_name!r}; "
+            "lower max_tokens, or raise "
+            f"`{_setting(scope.key)}` in the gateway's config.",
+            retry_after_s=retry,
+        )
+    return BudgetExceeded(
+        f"Budget exceeded: the {describe(scope.key)} of {_amount(budget, limit)} for tenant "
+        f"{tenant_name!r} is used ({_amount(budget, blocked.spent_micros)} spent or "
+        f"reserved; this request needs up to {_amount(budget, estimate)}). It "
+        f"{_resets(scope, zone)}; to allow more, raise `{_setting(scope.key)}` in the "
+        "gateway's config.",
+        retry_after_s=retry,
     )
 
 
@@ -410,25 +492,23 @@ class ReserveBudget:
         ceiling = budget.request_limit_micros
         if ceiling is not None and estimate > ceiling:
             raise self._over_ceiling(ctx, budget, estimates, ceiling)
-        store = self._store_of()
-        scopes = budget_scopes(
-            ctx.tenant,
-            budget,
+        result = await reserve_budget(
+            self._store_of(),
+            tenant_name=ctx.tenant,
+            tenant=tenant,
+            budget=budget,
+            reservation_id=ctx.request_id,
             model=ctx.runtime.tiers[decision.route].model,
             user=ctx.request.user,
             now=ctx.received_at,
-            tenant_timezone=tenant.timezone,
+            estimate=estimate,
+            headers=ctx.response_headers,
         )
-        try:
-            if store is None:
-                raise BudgetBackendError("no budget store is open; restart the gateway")
-            result = await store.reserve(ctx.request_id, scopes, estimate, RESERVATION_TTL_S)
-        except BudgetBackendError as exc:
-            _store_down(ctx, store, budget.on_backend_error, "budget limits", exc)
-            return
+        if result is None:
+            return  # the store is down and the tenant fails open: served unmetered
         if not result.ok:
             assert result.blocked is not None
-            error = self._exceeded(ctx, tenant, budget, result.blocked, estimate)
+            error = exceeded(ctx.tenant, tenant, budget, result.blocked, estimate)
             if budget.hard_action == "cache_only":
                 ctx.cache_only = error
                 ctx.response_headers[BUDGET_WARNING] = header_safe(
@@ -460,7 +540,7 @@ class ReserveBudget:
         # What was generated, also for a failed or abandoned answer; nothing: give it back.
         amount = ctx.cost_micros
         try:
-            await _finish(store, reservation, amount)
+            await finish_reservation(store, reservation, amount)
         except BudgetBackendError as exc:
             # Retried in the background, so the answer does not wait for the store to recover.
             log.warning(
@@ -472,37 +552,6 @@ class ReserveBudget:
             task = asyncio.create_task(_finish_later(store, reservation, amount, ctx.request_id))
             self._retries.add(task)
             task.add_done_callback(self._retries.discard)
-
-    @staticmethod
-    def _exceeded(
-        ctx: RequestContext,
-        tenant: TenantConfig,
-        budget: BudgetConfig,
-        blocked: ScopeState,
-        estimate: int,
-    ) -> BudgetExceeded:
-        scope = blocked.scope
-        limit = scope.limit_micros or 0
-        zone = budget.timezone or tenant.timezone
-        retry = retry_after_s(blocked, datetime.now(UTC))
-        if estimate > limit:
-            # Not a matter of waiting: this request alone could cost more than the limit.
-            return BudgetExceeded(
-                f"This request could cost up to {_amount(budget, estimate)} (its prompt and "
-                f"max_tokens, on the most expensive tier it may use), more than the "
-                f"{describe(scope.key)} of {_amount(budget, limit)} for tenant {ctx.tenant!r}; "
-                "lower max_tokens, or raise "
-                f"`{_setting(scope.key)}` in the gateway's config.",
-                retry_after_s=retry,
-            )
-        return BudgetExceeded(
-            f"Budget exceeded: the {describe(scope.key)} of {_amount(budget, limit)} for tenant "
-            f"{ctx.tenant!r} is used ({_amount(budget, blocked.spent_micros)} spent or "
-            f"reserved; this request needs up to {_amount(budget, estimate)}). It "
-            f"{_resets(scope, zone)}; to allow more, raise `{_setting(scope.key)}` in the "
-            "gateway's config.",
-            retry_after_s=retry,
-        )
 
     @staticmethod
     def _over_ceiling(

@@ -44,6 +44,7 @@ KEYS = {
         "plain",
         "closed",
         "open",
+        "embedder",
     )
 }
 
@@ -92,6 +93,9 @@ TENANTS = """
   plain:
     keys: [{ env: KEY_PLAIN }]
     cache: false
+  embedder:
+    keys: [{ env: KEY_EMBEDDER }]
+    budget: { daily_limit: 0.001 }
 """
 
 CACHE = "cache:\n  enabled: true\n  admit_after: 1\n"
@@ -340,6 +344,28 @@ def test_budgets_in_cny_follow_the_tenants_time_zone(
     assert abs(int(answers[2].headers["retry-after"]) - expected) <= 5
     key = today("cny", "Asia/Shanghai")
     assert store_totals(gateway, key) == (2 * HELLO_COST_MICROS, 2 * HELLO_COST_MICROS)
+
+
+def test_embeddings_are_reserved_and_settled_against_the_budget(
+    gateway: GatewayServer, upstream: MockUpstream
+) -> None:
+    # 100 µUSD per input token, 1,000 µUSD a day: "hello there friend" costs 300.
+    answers = [
+        httpx.post(
+            gateway.base_url + "/embeddings",
+            json={"model": "text-embedding-3-small", "input": HELLO},
+            headers={"authorization": f"Bearer {KEYS['embedder']}"},
+            timeout=10,
+        )
+        for _ in range(5)
+    ]
+
+    statuses = [a.status_code for a in answers]
+    assert statuses[:3] == [200, 200, 200] and 429 in statuses
+    refused = next(a for a in answers if a.status_code == 429)
+    assert refused.json()["error"]["code"] == "insufficient_quota"
+    spent, settled = store_totals(gateway, today("embedder"))
+    assert spent == settled == 900 == ledger_cost(gateway, "embedder")
 
 
 def test_a_tenant_without_limits_gets_no_limit_headers(

@@ -49,6 +49,10 @@ router:
     - name: sensitive
       when: { keywords_any: [refund] }
       route: large
+embeddings:
+  upstream: mock
+  model: text-embedding-3-small
+  price: { input_usd_per_mtok: 100, output_usd_per_mtok: 0 }
 server:
   watch_config: false
 """
