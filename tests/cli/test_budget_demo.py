@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+import signal
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
 
-from tests.support.budget_config import REDIS_URL
-from tests.support.gateway_server import UPSTREAM_KEY
+from tests.support.budget_config import REDIS_URL, budget_config
+from tests.support.gateway_server import UPSTREAM_KEY, gateway_env
 from tests.support.mock_upstream import MockUpstream
 from tests.support.served import REPO, serving
 
@@ -56,3 +58,38 @@ def test_the_budget_demo_serves_within_its_daily_limit_and_rejects_beyond_it(
     assert "lower max_tokens" in large.json()["error"]["message"]
     assert large.headers["x-should-retry"] == "false"
     assert 1 <= int(large.headers["retry-after"]) <= 86400
+
+
+def test_a_budget_added_by_a_config_reload_applies_without_a_restart(
+    upstream: MockUpstream, tmp_path: Path
+) -> None:
+    tenant = "  shop:\n    keys: [{ env: SHOP_KEY }]\n    cache: false\n"
+    limited = tenant + "    budget: { daily_limit: 0.001 }\n"  # 1,000 µUSD
+    path = tmp_path / "gateway.yaml"
+    path.write_text(budget_config(tenant), "utf-8")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")},
+        **gateway_env(upstream.base_url, SHOP_KEY="sk-test-shop-0123456789"),
+    }
+
+    def ask() -> httpx.Response:
+        return httpx.post(
+            f"{served.url}/v1/chat/completions",
+            headers={"authorization": "Bearer sk-test-shop-0123456789"},
+            # 64 output tokens at 100 µUSD: 6,400 µUSD, more than the limit once there is one.
+            json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]},
+            timeout=10,
+        )
+
+    with serving(tmp_path / "data", tmp_path / "serve.log", env, config=path) as served:
+        before = ask()
+        path.write_text(budget_config(limited), "utf-8")
+        served.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while (after := ask()).status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    assert before.status_code == 200
+    assert after.status_code == 429, after.text
+    assert after.json()["error"]["code"] == "insufficient_quota"
+    assert (tmp_path / "data" / "budget.sqlite3").exists()
