@@ -106,8 +106,9 @@ class IntentModel:
         best = int(order[0])
         second = int(order[1]) if len(order) > 1 else None
         confidence = float(probs[best])
+        answered = confidence >= self.threshold and bool(text.strip())
         return Prediction(
-            intent=self.classes[best] if confidence >= self.threshold else None,
+            intent=self.classes[best] if answered else None,
             best=self.classes[best],
             confidence=confidence,
             runner_up=self.classes[second] if second is not None else None,

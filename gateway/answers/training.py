@@ -149,6 +149,10 @@ def train(
     report("fit", 1, 1)
     n_text = len(vectoriser.vocabulary_)
     coef = np.asarray(classifier.coef_, dtype=np.float32).T  # features × classes
+    intercept = np.asarray(classifier.intercept_, dtype=np.float32)
+    if coef.shape[1] == 1:  # two intents: scikit-learn keeps one logit, for the second class
+        coef = np.hstack([np.zeros_like(coef), coef])
+        intercept = np.concatenate([np.zeros(1, dtype=np.float32), intercept])
     meta = {
         "feature_set": FEATURE_SET,
         "embedder": embedder.name,
@@ -170,7 +174,7 @@ def train(
         idf=np.asarray(vectoriser.idf_, dtype=np.float32),
         coef_text=coef[:n_text],
         coef_vector=coef[n_text:],
-        intercept=np.asarray(classifier.intercept_, dtype=np.float32),
+        intercept=intercept,
         threshold=threshold,
         meta=meta,
         embedder=embedder,

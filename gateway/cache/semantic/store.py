@@ -140,7 +140,8 @@ class DiskSemanticStore:
         log.warning("semantic cache store: %s failed (%s: %s)", what, type(exc).__name__, exc)
 
     def put(self, entry: SemanticEntry) -> None:
-        expire = max(0.001, entry.expires_at - time.time())
+        # The entry's own time to live (its times come from the cache's clock, not this one).
+        expire = max(0.001, entry.expires_at - entry.stored_at)
         try:
             self._cache.set(
                 ("entry", entry.tenant, entry.id), _encode(entry), expire=expire, tag=entry.tenant
