@@ -64,7 +64,8 @@ async def route_explain(request: AnyRequest) -> Response[bytes]:
                 f"unknown tenant {tenant!r}; tenants: {', '.join(runtime.config.tenants)}",
                 param="tenant",
             )
-    return _json(await explain(runtime, tenant, await body_reader(request)()))
+    body = await body_reader(request)()
+    return _json(await explain(runtime, tenant, body, budget_store=board.budget_store))
 
 
 class FeedbackBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -205,8 +205,10 @@ def _store_down(
 class EnforceLimits:
     name = "limits"
 
-    def __init__(self, store_of: StoreOf) -> None:
+    def __init__(self, store_of: StoreOf, *, rate_limits: bool = True) -> None:
         self._store_of = store_of
+        # False for /v1/route/explain: asking must not use up the tenant's rate limits.
+        self._rate_limits = rate_limits
 
     async def enter(self, ctx: RequestContext) -> None:
         assert ctx.tenant is not None and ctx.request is not None
@@ -214,7 +216,7 @@ class EnforceLimits:
         if tenant.rate_limits is None and tenant.budget is None:
             return  # the hot path of an unlimited tenant: no store call
         store = self._store_of()
-        if tenant.rate_limits is not None:
+        if tenant.rate_limits is not None and self._rate_limits:
             await self._rate_limit(ctx, store, tenant.rate_limits)
         budget = tenant.budget
         if budget is not None and budget.soft_limit is not None:

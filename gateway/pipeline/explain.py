@@ -1,7 +1,8 @@
 """``POST /v1/route/explain``: the routing decision for a chat body, without calling any model.
 
-Runs the same stages a real request runs up to the decision (parse, count, route), so what it
-says is what the gateway would do now, with this config, tier health and budget state.
+Runs the same stages a real request runs up to the decision (parse, count, the soft budget
+limit, route), so what it says is what the gateway would do now, with this config, tier health
+and budget state. It counts nothing against rate limits and reserves nothing.
 """
 
 from __future__ import annotations
@@ -9,15 +10,24 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from gateway.budget import BudgetStore
+from gateway.pipeline.budget import EnforceLimits
 from gateway.pipeline.context import RequestContext
+from gateway.pipeline.headers import BUDGET_WARNING
 from gateway.pipeline.stages import CountTokens, Parse, Route, Stage
 from gateway.runtime import Runtime
 
-_STAGES: tuple[Stage, ...] = (Parse(), CountTokens(), Route(claim_trial=False))
 
-
-async def explain(runtime: Runtime, tenant: str, body: bytes) -> dict[str, Any]:
+async def explain(
+    runtime: Runtime, tenant: str, body: bytes, *, budget_store: BudgetStore | None = None
+) -> dict[str, Any]:
     """The decision for ``body`` as ``tenant`` would get it; raises GatewayError for bad input."""
+    stages: tuple[Stage, ...] = (
+        Parse(),
+        CountTokens(),
+        EnforceLimits(lambda: budget_store, rate_limits=False),
+        Route(claim_trial=False),
+    )
 
     async def read_body() -> bytes:
         return body
@@ -26,7 +36,7 @@ async def explain(runtime: Runtime, tenant: str, body: bytes) -> dict[str, Any]:
         runtime=runtime, request_id=os.urandom(16).hex(), headers={}, read_body=read_body
     )
     ctx.tenant = tenant
-    for stage in _STAGES:
+    for stage in stages:
         await stage.enter(ctx)
     decision = ctx.decision
     assert decision is not None  # Route sets it or raises
@@ -43,4 +53,6 @@ async def explain(runtime: Runtime, tenant: str, body: bytes) -> dict[str, Any]:
         "top_features": [{"name": n, "contribution": v} for n, v in decision.top_features],
         "features": dict(decision.features),
         "unhealthy_tiers": sorted(runtime.health.unhealthy_now()),
+        # Past a soft limit: what it does (None: within budget, or no budget).
+        "budget_warning": ctx.response_headers.get(BUDGET_WARNING),
     }

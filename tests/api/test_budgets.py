@@ -163,6 +163,13 @@ def test_past_the_soft_limit_large_requests_are_downgraded_with_a_warning(
     warning = second.headers["x-switchboard-budget-warning"]
     assert "of the daily limit used" in warning and "action: downgrade" in warning
     assert [r.json["model"] for r in upstream.history] == ["gpt-4o", "mock-small"]
+    explained = httpx.post(
+        gateway.base_url + "/route/explain",
+        json={"model": "auto", "messages": [{"role": "user", "content": "refund for my kettle"}]},
+        headers={"authorization": f"Bearer {KEYS['soft']}"},
+    ).json()
+    assert explained["route"] == "small"
+    assert "action: downgrade" in explained["budget_warning"]
 
 
 def test_past_a_cache_only_soft_limit_hits_are_served_and_misses_refused(
