@@ -26,6 +26,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from urllib.parse import unquote
@@ -491,21 +492,37 @@ class ReserveBudget:
         decision = ctx.decision
         estimates = {r: estimate_micros(ctx, r) for r in (decision.route, *decision.fallbacks)}
         estimate = max(estimates.values())
+        primary = estimates[decision.route]
         ceiling = budget.request_limit_micros
         if ceiling is not None and estimate > ceiling:
-            raise self._over_ceiling(ctx, budget, estimates, ceiling)
-        result = await reserve_budget(
-            self._store_of(),
-            tenant_name=ctx.tenant,
-            tenant=tenant,
-            budget=budget,
-            reservation_id=ctx.request_id,
-            model=ctx.runtime.tiers[decision.route].model,
-            user=ctx.request.user,
-            now=ctx.received_at,
-            estimate=estimate,
-            headers=ctx.response_headers,
-        )
+            if primary > ceiling:
+                raise self._over_ceiling(ctx, budget, estimates, ceiling)
+            # The route fits the ceiling, a dearer fallback does not: serve without that one.
+            self._drop_dearer_fallbacks(ctx, estimates, "the per-request limit")
+            estimate = primary
+
+        async def reserve(amount: int) -> ReserveResult | None:
+            assert ctx.tenant is not None and ctx.request is not None
+            return await reserve_budget(
+                self._store_of(),
+                tenant_name=ctx.tenant,
+                tenant=tenant,
+                budget=budget,
+                reservation_id=ctx.request_id,
+                model=ctx.runtime.tiers[decision.route].model,
+                user=ctx.request.user,
+                now=ctx.received_at,
+                estimate=amount,
+                headers=ctx.response_headers,
+            )
+
+        result = await reserve(estimate)
+        if result is not None and not result.ok and primary < estimate:
+            # No room for what a dearer fallback could cost, but maybe for the route itself
+            # (a refused reservation charged nothing, so its id can be used again).
+            result, estimate = await reserve(primary), primary
+            if result is not None and result.ok:
+                self._drop_dearer_fallbacks(ctx, estimates, "the budget left")
         if result is None:
             return  # the store is down and the tenant fails open: served unmetered
         if not result.ok:
@@ -554,6 +571,18 @@ class ReserveBudget:
             task = asyncio.create_task(_finish_later(store, reservation, amount, ctx.request_id))
             self._retries.add(task)
             task.add_done_callback(self._retries.discard)
+
+    @staticmethod
+    def _drop_dearer_fallbacks(ctx: RequestContext, estimates: dict[str, int], why: str) -> None:
+        """Keep only fallbacks that cost no more than the route (what was reserved)."""
+        decision = ctx.decision
+        assert decision is not None
+        primary = estimates[decision.route]
+        kept = tuple(r for r in decision.fallbacks if estimates[r] <= primary)
+        dropped = [r for r in decision.fallbacks if r not in kept]
+        reason = f"budget: no fallback to {', '.join(dropped)} (its cost is above {why})"
+        ctx.decision = replace(decision, fallbacks=kept, reasons=(*decision.reasons, reason))
+        ctx.response_headers["x-switchboard-reason"] = header_safe("; ".join(ctx.decision.reasons))
 
     @staticmethod
     def _over_ceiling(

@@ -45,6 +45,7 @@ KEYS = {
         "closed",
         "open",
         "embedder",
+        "narrow",
     )
 }
 
@@ -382,6 +383,27 @@ def test_a_tenant_without_limits_gets_no_limit_headers(
 
     assert answer.status_code == 200
     assert not [h for h in answer.headers if h.startswith(("x-ratelimit", "x-switchboard-budget"))]
+
+
+def test_near_the_limit_a_request_is_served_without_a_dearer_fallback(
+    upstream: MockUpstream, tmp_path: Path
+) -> None:
+    # 5,000 µUSD a day. A small request costs 460 but reserves what its large fallback could
+    # cost (4,500): two fit; the third fits only without the fallback, and is served so.
+    tenants = (
+        "  narrow:\n    keys: [{ env: KEY_NARROW }]\n    cache: false\n"
+        "    budget: { daily_limit: 0.005 }\n"
+    )
+    env = gateway_env(upstream.base_url, KEY_NARROW=KEYS["narrow"])
+    config = budget_config(tenants).replace("  fallbacks: {}\n", "")  # small <-> large
+    with GatewayServer(tmp_path, env, config) as gw:
+        answers = [ask(gw, "narrow", HELLO, max_tokens=4) for _ in range(3)]
+        third = ledger_record(gw, answers[2].headers["x-switchboard-request-id"])
+
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert "no fallback to large" not in answers[1].headers["x-switchboard-reason"]
+    assert "budget: no fallback to large" in answers[2].headers["x-switchboard-reason"]
+    assert any("no fallback to large" in r for r in third.reasons)
 
 
 UNREACHABLE_TENANTS = """
