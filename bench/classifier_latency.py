@@ -16,6 +16,13 @@ Every set is measured ``--runs`` times; reported per set: the median p50 over th
 min-max, and the median p90, p99 and mean. ``sum(range(1000))`` is timed alongside as a yardstick
 of how busy the machine was. Results go to ``bench/results/classifier-latency.json`` and a
 Markdown table is printed for ``docs/routing.md``.
+
+Before/after on a shared machine: ``--baseline DIR`` measures another copy of the code (e.g.
+``git archive <commit> gateway | tar -x -C DIR``) and this one alternately, ``--rounds`` times,
+each in a fresh process, so both see the same background load; per set the medians over the
+rounds are reported, and the p50 range over every run of every round::
+
+    .venv/bin/python bench/classifier_latency.py --baseline /tmp/old --rounds 5
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -35,9 +43,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from gateway.routing.evaluation import measure_latency  # noqa: E402
 
 Conversation = list[dict[str, Any]]
 
@@ -166,6 +171,65 @@ def summarise(runs: Sequence[Mapping[str, float]]) -> dict[str, Any]:
     }
 
 
+def measure(
+    code: Path, data_dir: Path, runs: int, seed: int, weights: str | None
+) -> dict[str, Any]:
+    """Every set ``runs`` times with the classifier of the code tree ``code``, in this process."""
+    sys.path.insert(0, str(code))
+    from gateway.routing.evaluation import measure_latency
+
+    sets = {**routing_sets(data_dir, seed), **synthetic_sets(seed)}
+    results: dict[str, Any] = {}
+    sticks = []
+    for name, conversations in sets.items():
+        per_run = []
+        for _ in range(runs):
+            sticks.append(yardstick())
+            per_run.append(measure_latency(conversations, weights=weights))
+        results[name] = {**summarise(per_run), "p50_us_runs": [r["p50_us"] for r in per_run]}
+        r = results[name]
+        print(f"{name}: p50 {r['p50_us']:.1f} µs ({r['p50_us_min']}-{r['p50_us_max']})", flush=True)
+    return {"sets": results, "yardstick_us": sticks}
+
+
+def measure_in_child(code: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """``measure`` in a fresh interpreter, so two code trees never share a process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "child.json"
+        cmd = [sys.executable, __file__, "--child", str(code), "--child-out", str(out)]
+        cmd += ["--data-dir", args.data_dir, "--runs", str(args.runs), "--seed", str(args.seed)]
+        if args.weights:
+            cmd += ["--weights", args.weights]
+        subprocess.run(cmd, check=True)
+        result: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+        return result
+
+
+def combine(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per set, over rounds: median of the rounds' p50/p90/p99/mean, p50 range over all runs."""
+    out: dict[str, Any] = {}
+    for name in rounds[0]["sets"]:
+        per = [r["sets"][name] for r in rounds]
+        every_p50 = [v for r in per for v in r["p50_us_runs"]]
+
+        def med(key: str, per: list[Any] = per) -> float:
+            return round(float(statistics.median(float(r[key]) for r in per)), 1)
+
+        out[name] = {
+            "n_per_run": per[0]["n_per_run"],
+            "rounds": len(per),
+            "runs_per_round": per[0]["runs"],
+            "p50_us": med("p50_us"),
+            "p50_us_min": round(min(every_p50), 1),
+            "p50_us_max": round(max(every_p50), 1),
+            "p90_us": med("p90_us"),
+            "p99_us": med("p99_us"),
+            "mean_us": med("mean_us"),
+            "p50_us_per_round": [r["p50_us"] for r in per],
+        }
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
@@ -173,24 +237,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights", default=None, help="weights file (default: shipped)")
     parser.add_argument(
+        "--baseline", default=None, help="another copy of the code to measure against"
+    )
+    parser.add_argument("--baseline-label", default="baseline", help="what --baseline is")
+    parser.add_argument("--rounds", type=int, default=1, help="with --baseline: alternations")
+    parser.add_argument(
         "--out", default=str(REPO / "bench" / "results" / "classifier-latency.json")
     )
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+
+    if args.child:
+        result = measure(Path(args.child), Path(args.data_dir), args.runs, args.seed, args.weights)
+        Path(args.child_out).write_text(json.dumps(result), encoding="utf-8")
+        return 0
 
     started = datetime.now(UTC)
     info = machine()
-    sets = {**routing_sets(Path(args.data_dir), args.seed), **synthetic_sets(args.seed)}
-    results: dict[str, Any] = {}
-    sticks = []
-    for name, conversations in sets.items():
-        runs = []
-        for _ in range(args.runs):
-            sticks.append(yardstick())
-            runs.append(measure_latency(conversations, weights=args.weights))
-        results[name] = summarise(runs)
-        r = results[name]
-        print(f"{name}: p50 {r['p50_us']} µs ({r['p50_us_min']}-{r['p50_us_max']})", flush=True)
-    doc = {
+    baseline: dict[str, Any] | None = None
+    if args.baseline is None:
+        measured = measure(REPO, Path(args.data_dir), args.runs, args.seed, args.weights)
+        results = {
+            name: {k: v for k, v in r.items() if k != "p50_us_runs"}
+            for name, r in measured["sets"].items()
+        }
+        sticks = measured["yardstick_us"]
+    else:
+        before: list[dict[str, Any]] = []
+        after: list[dict[str, Any]] = []
+        for i in range(args.rounds):
+            for label, code, into in (
+                (args.baseline_label, Path(args.baseline), before),
+                ("this code", REPO, after),
+            ):
+                print(f"== round {i + 1}/{args.rounds}: {label} ({code})", flush=True)
+                into.append(measure_in_child(code, args))
+        results = combine(after)
+        sticks = [v for r in before + after for v in r["yardstick_us"]]
+        baseline = {"code": args.baseline_label, "sets": combine(before)}
+    doc: dict[str, Any] = {
         "command": "python bench/classifier_latency.py " + " ".join(argv or sys.argv[1:]),
         "date": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "seconds": round((datetime.now(UTC) - started).total_seconds(), 1),
@@ -201,9 +287,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             "max": round(max(sticks), 2),
         },
         "what": "one decision: features + score + top-3 features (DifficultyClassifier.score), "
-        "perf_counter per call, after a 200-call warm-up; p50 = median over runs (min-max)",
+        "perf_counter per call, after a 200-call warm-up; p50 = median over runs (min-max)"
+        + (
+            "; with a baseline: both measured alternately in fresh processes, medians over "
+            "the rounds, min-max over every run"
+            if baseline
+            else ""
+        ),
         "sets": results,
     }
+    if baseline:
+        doc["baseline"] = baseline
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -213,6 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def markdown(doc: Mapping[str, Any]) -> str:
+    if "baseline" in doc:
+        return markdown_comparison(doc)
     rows: list[str] = [
         f"| prompts ({doc['sets'][next(iter(doc['sets']))]['runs']} runs each) "
         "| p50: median (min-max) | p90 (median) | p99 (median) |",
@@ -223,6 +319,25 @@ def markdown(doc: Mapping[str, Any]) -> str:
         rows.append(
             f"| {name} | **{fmt(r['p50_us'])}** ({r['p50_us_min']:,.0f}-{r['p50_us_max']:,.0f}) "
             f"| {fmt(r['p90_us'])} | {fmt(r['p99_us'])} |"
+        )
+    return "\n".join(rows)
+
+
+def markdown_comparison(doc: Mapping[str, Any]) -> str:
+    base = doc["baseline"]
+    first = doc["sets"][next(iter(doc["sets"]))]
+    rows: list[str] = [
+        f"| prompts ({first['rounds']} rounds × {first['runs_per_round']} runs) "
+        f"| p50 {base['code']} | p50 this code | p90 | p99 |",
+        "|---|---|---|---|---|",
+    ]
+    for name, r in doc["sets"].items():
+        b = base["sets"][name]
+        rows.append(
+            f"| {name} | {b['p50_us']:,.0f} µs ({b['p50_us_min']:,.0f}-{b['p50_us_max']:,.0f}) "
+            f"| **{r['p50_us']:,.0f} µs** ({r['p50_us_min']:,.0f}-{r['p50_us_max']:,.0f}) "
+            f"| {b['p90_us']:,.0f} → {r['p90_us']:,.0f} µs "
+            f"| {b['p99_us']:,.0f} → {r['p99_us']:,.0f} µs |"
         )
     return "\n".join(rows)
 

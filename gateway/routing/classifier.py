@@ -150,7 +150,10 @@ class DifficultyClassifier:
             cal_a=float(cal["a"]),
             cal_b=float(cal["b"]),
         )
-        self._score_fn, self._explain_fn = _compile_model(spec, source)
+        self._spec = spec
+        # compiling takes tens of ms: the score-only form waits for its first use (top=0)
+        self._explain_fn = cast(ExplainFn, _compile_model(spec, source, explain=True))
+        self._score_fn: ScoreFn | None = None
         self._names: tuple[str, ...] = (*NUMERIC_NAMES, LEXICAL)
 
     # --- loading ------------------------------------------------------------------------------
@@ -191,6 +194,10 @@ class DifficultyClassifier:
                     ls += w[0] * t
                     lw += w[1] * t
         if not top:
+            if self._score_fn is None:
+                self._score_fn = cast(
+                    ScoreFn, _compile_model(self._spec, self.source, explain=False)
+                )
             score, gain = self._score_fn(feats.numeric, ls, lw)
             return Scored(score, (), gain)
 
@@ -372,15 +379,12 @@ def _model_source(spec: _ModelSpec, *, explain: bool) -> str:
     return "\n".join(out) + "\n"
 
 
-def _compile_model(spec: _ModelSpec, source: str) -> tuple[ScoreFn, ExplainFn]:
-    """The weights as two functions: score only, and score with each feature's share."""
-    compiled: list[object] = []
-    for explain in (False, True):
-        namespace: dict[str, Any] = {"_sigmoid": _sigmoid, "inf": math.inf, "nan": math.nan}
-        code = compile(_model_source(spec, explain=explain), f"<{source} model>", "exec")
-        exec(code, namespace)  # our own source: only numbers from the weights, via repr()
-        compiled.append(namespace["_decide"])
-    return cast(ScoreFn, compiled[0]), cast(ExplainFn, compiled[1])
+def _compile_model(spec: _ModelSpec, source: str, *, explain: bool) -> object:
+    """The weights as a function: score only, or score with each feature's share."""
+    namespace: dict[str, Any] = {"_sigmoid": _sigmoid, "inf": math.inf, "nan": math.nan}
+    code = compile(_model_source(spec, explain=explain), f"<{source} model>", "exec")
+    exec(code, namespace)  # our own source: only numbers from the weights, via repr()
+    return namespace["_decide"]
 
 
 @lru_cache(maxsize=1)
