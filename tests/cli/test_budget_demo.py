@@ -31,7 +31,8 @@ def test_the_budget_demo_serves_within_its_daily_limit_and_rejects_beyond_it(
         "LARGE_MODEL": "gpt-4o",
         "DEMO_API_KEY": DEMO_KEY,
         # 5,000 µUSD. A request reserves what it could cost on its tier or its fallback (the
-        # large tier, 10 USD/M output): 256 output tokens (2,560 µUSD) fit, 1,000 do not.
+        # large tier, 10 USD/M output): 256 output tokens (2,560 µUSD) fit; 10,000 do not even
+        # on the small tier (0.60 USD/M: 6,000 µUSD).
         "DEMO_DAILY_LIMIT_USD": "0.005",
         "STATE_BACKEND": backend,
         "REDIS_URL": REDIS_URL,
@@ -43,7 +44,7 @@ def test_the_budget_demo_serves_within_its_daily_limit_and_rejects_beyond_it(
             auth = {"authorization": f"Bearer {DEMO_KEY}"}
             body = {"model": "auto", "messages": [{"role": "user", "content": "hi there"}]}
             small = httpx.post(url, json=body, headers=auth, timeout=10)
-            large = httpx.post(url, json={**body, "max_tokens": 1000}, headers=auth, timeout=10)
+            large = httpx.post(url, json={**body, "max_tokens": 10_000}, headers=auth, timeout=10)
     finally:
         client = redis.Redis.from_url(REDIS_URL)
         keys = list(client.scan_iter("switchboard-demo:*"))
