@@ -240,3 +240,16 @@ def test_the_index_returns_the_nearest_first_and_survives_removal() -> None:
     assert index.remove("x") and not index.remove("x")
     assert index.oldest() == "y" and len(index) == 2
     assert index.search(np.array([1, 0], dtype=np.float32), 5)[0][0] == "xy"
+
+
+def test_only_a_bad_verdict_removes_the_served_entry(store: SemanticStore, clock: Clock) -> None:
+    from gateway.cache.semantic.feedback import apply_verdict
+
+    cache = make(store, clock)
+    cache.store("shop", "do you ship to canada", b"yes", request_id="req-1")
+    assert cache.lookup("shop", "do you ship to canada", request_id="req-2").hit is not None
+    assert not apply_verdict(cache, "shop", "req-2", "good")
+    assert not apply_verdict(cache, "shop", "req-2", "handoff")
+    assert cache.lookup("shop", "do you ship to canada").hit is not None
+    assert apply_verdict(cache, "shop", "req-2", "bad")
+    assert cache.lookup("shop", "do you ship to canada").hit is None
