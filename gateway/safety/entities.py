@@ -28,7 +28,13 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from gateway.safety.checksums import card_brand_plausible, cn_id_valid, iban_valid, luhn_valid
+from gateway.safety.checksums import (
+    IBAN_LENGTHS,
+    card_brand_plausible,
+    cn_id_valid,
+    iban_valid,
+    luhn_valid,
+)
 
 PHONE = "phone"
 EMAIL = "email"
@@ -53,42 +59,92 @@ class Entity:
 
 # --- folding -----------------------------------------------------------------------------------
 
-_FOLD = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)}
-_FOLD[0x3000] = 0x20
-_FOLD_TABLE = str.maketrans(_FOLD)
 _NEEDS_FOLD = re.compile("[\uff01-\uff5e\u3000]")
+
+
+def _half_width(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return " " if code == 0x3000 else chr(code - 0xFEE0)
+
+
 _WORTH_SCANNING = re.compile("[0-9@\uff10-\uff19\uff20]")
 
 
 def fold(text: str) -> str:
     """Full-width ASCII forms to ASCII, the ideographic space to a space; length kept."""
-    return text.translate(_FOLD_TABLE) if _NEEDS_FOLD.search(text) else text
+    # re.sub with a function: about 10x faster than str.translate with a 95-entry table
+    return _NEEDS_FOLD.sub(_half_width, text) if _NEEDS_FOLD.search(text) else text
 
 
 # --- labelled numbers that stay ----------------------------------------------------------------
 
-# A label right before a number (fillers allowed: "no.", "number", "#", ":", "is", "是"). English
-# labels must start a word; Chinese ones may follow anything.
-_KEEP_LABEL = re.compile(
-    r"(?:(?<![a-z])(?:(?:order|tracking|track|waybill|invoice|shipment|consignment|parcel|package"
-    r"|ticket|sku|serial|batch|lot|booking|confirmation|reference|ref|rma|coupon|voucher|imei|awb"
-    r"|promo|promotion|discount|gift\s*card|redeem|redemption|activation)s?"
-    r"(?:\s+(?:code|id))?"
-    # generic nouns label a number only with a number word: "item no.", "case #", "model number"
-    r"|(?:item|product|model|case|claim|return|transaction|receipt|part)s?\s*"
-    r"(?=no\.?|nr\.?|number|num|id\b|code|#))"
-    r"|订单|单号|运单|快递单|物流单|发票|工单|货号|商品编号|编号|型号|序列号|批次"
-    r"|退货单|售后单|交易号|流水号|券码|券号|优惠码|兑换码|激活码|礼品卡)"
-    r"\s*(?:no\.?|nr\.?|number|num|id|code|#|号码|编号|号|码)?\s*[:#-]?\s*(?:is|was|是|为)?\s*$",
-    re.IGNORECASE,
+# A label right before a number, with fillers between: "order 1234", "Order #1234", "order no.:
+# 1234", "my order number is 1234", "订单号：1234", "运单号是1234". English labels must be whole
+# words; generic nouns ("item", "case", "model") count only with a number word ("case #1234").
+# Read backwards from the number in plain Python: a regex searched over the window tries every
+# alternative at every position and cost 20-40 µs per number.
+_KEEP_EN = frozenset(
+    word + plural
+    for word in (
+        "order", "tracking", "track", "waybill", "invoice", "shipment", "consignment", "parcel",
+        "package", "ticket", "sku", "serial", "batch", "lot", "booking", "confirmation",
+        "reference", "ref", "rma", "coupon", "voucher", "imei", "awb", "promo", "promotion",
+        "discount", "giftcard", "redeem", "redemption", "activation",
+    )
+    for plural in ("", "s")
+)  # fmt: skip
+_KEEP_EN_GENERIC = frozenset(
+    word + plural
+    for word in ("item", "product", "model", "case", "claim", "return", "transaction", "receipt")
+    for plural in ("", "s")
 )
+_KEEP_ZH = tuple(
+    "订单 单号 运单 快递单 物流单 发票 工单 货号 商品编号 编号 型号 序列号 批次 "
+    "退货单 售后单 交易号 流水号 券码 券号 优惠码 兑换码 激活码 礼品卡".split()
+)
+_NUMBER_WORDS = (
+    *("no.", "no", "nr.", "nr", "number", "num", "id", "code", "#"),
+    *("号码", "编号", "号", "码"),
+)
+_COPULAS = ("is", "was", "是", "为")
 _LIST_JOINER = re.compile(r"\s*(?:,|、|/|&|and|or|和|或|及)\s*$", re.IGNORECASE)
 _LABEL_WINDOW = 40
 
 
+def _strip_end(window: str, words: tuple[str, ...]) -> str | None:
+    """``window`` without one of ``words`` at its end (English ones as whole words), or None."""
+    if not window.endswith(words):
+        return None
+    for word in words:
+        if window.endswith(word):
+            rest = window[: len(window) - len(word)]
+            if word.isascii() and word[0].isalpha() and rest and rest[-1].isalnum():
+                continue
+            return rest.rstrip()
+    return None
+
+
+def _ends_with_label(window: str, *, generic: bool) -> bool:
+    if window.endswith(_KEEP_ZH):
+        return True
+    i = len(window)
+    while i > 0 and "a" <= window[i - 1] <= "z":
+        i -= 1
+    word = window[i:]
+    if word == "card" and window[:i].rstrip().endswith("gift"):
+        return True
+    return word in _KEEP_EN or (generic and word in _KEEP_EN_GENERIC)
+
+
 def _labelled_as_kept(folded: str, start: int, kept_end: int | None) -> bool:
-    window = folded[max(0, start - _LABEL_WINDOW) : start]
-    if _KEEP_LABEL.search(window):
+    window = folded[max(0, start - _LABEL_WINDOW) : start].lower().rstrip()
+    window = _strip_end(window, _COPULAS) or window
+    if window.endswith((":", "-")):
+        window = window[:-1].rstrip()
+    if _ends_with_label(window, generic=False):
+        return True
+    bare = _strip_end(window, _NUMBER_WORDS)
+    if bare is not None and _ends_with_label(bare, generic=True):
         return True
     # "orders 1234 and 5678": a number listed right after a kept one is kept too
     return kept_end is not None and _LIST_JOINER.fullmatch(folded[kept_end:start]) is not None
@@ -99,60 +155,88 @@ def _labelled_as_kept(folded: str, start: int, kept_end: int | None) -> bool:
 _NOT_ALNUM_BEFORE = r"(?<![0-9A-Za-z])"
 _NOT_ALNUM_AFTER = r"(?![0-9A-Za-z])"
 
-_EMAIL = re.compile(
-    r"(?<![A-Za-z0-9._%+'-])[A-Za-z0-9][A-Za-z0-9._%+'-]*@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,24}(?![A-Za-z0-9-])"
+# An e-mail address is found from its "@": the local part backwards in Python, the domain with
+# this pattern matched at the "@" (a pattern searched over the whole text costs 5-10 µs).
+_EMAIL_LOCAL = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+'-")
+_EMAIL_DOMAIN = re.compile(
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+    r"\.[A-Za-z]{2,24}(?![A-Za-z0-9-])"
 )
 
+
+def _emails(folded: str) -> Iterator[tuple[int, int]]:
+    at = folded.find("@")
+    while at >= 0:
+        domain = _EMAIL_DOMAIN.match(folded, at)
+        start = at
+        while start > 0 and folded[start - 1] in _EMAIL_LOCAL:
+            start -= 1
+        while start < at and not folded[start].isalnum():  # starts with a letter or digit
+            start += 1
+        if domain is not None and start < at:
+            yield start, domain.end()
+            at = folded.find("@", domain.end())
+        else:
+            at = folded.find("@", at + 1)
+
+
+# Found from its check digits (the first digits after two letters), which lets the regex engine
+# skip to digits; the match starts two characters before.
 _IBAN = re.compile(
-    _NOT_ALNUM_BEFORE + r"[A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]){11,30}" + _NOT_ALNUM_AFTER
+    r"\d(?<=[A-Za-z]{2}\d)(?<![0-9A-Za-z][A-Za-z]{2}\d)\d(?: ?[A-Za-z0-9]){11,30}(?![0-9A-Za-z])"
 )
 
+# Every pattern below starts with a literal or a character class, its boundary checked by a
+# lookbehind after that first character: the regex engine then skips straight to candidate
+# characters instead of trying every alternative at every position (5-10x faster).
 _CN_ID = re.compile(
-    r"(?<![0-9A-Za-z])[1-8]\d{5}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}"
+    r"[1-8](?<![0-9A-Za-z][1-8])\d{5}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}"
     r"[0-9Xx](?![0-9A-Za-z])"
 )
 
 # 13-19 digits, plain or in groups split by single spaces or dashes (4-4-4-4[-3], Amex 4-6-5).
 _CARD = re.compile(
-    r"(?<![0-9A-Za-z])(?:\d{13,19}|\d{4}(?:([ -])\d{4}){2,3}(?:[ -]\d{1,4})?"
-    r"|\d{4}([ -])\d{6}\2\d{4,5})(?![0-9A-Za-z])"
+    r"\d(?<![0-9A-Za-z]\d)(?:\d{12,18}|\d{3}(?:([ -])\d{4}){2,3}(?:[ -]\d{1,4})?"
+    r"|\d{3}([ -])\d{6}\2\d{4,5})(?![0-9A-Za-z])"
 )
 
-_BANK_LABEL = re.compile(
-    r"(?:(?<![a-z])(?:bank\s+account|account|acct|a/c|checking(?:\s+account)?"
-    r"|savings(?:\s+account)?)(?:\s*(?:number|no\.?|nr\.?|num|#))?"
-    r"|(?<!会员)(?<!礼品)(?<!积分)(?<!购物)(?<!充值)(?<!优惠)(?<!储值)(?<!会员卡)"
-    r"(?:银行卡号|银行卡|银行账号|银行帐号|银行账户|银行帐户|对公账户|对公账号|收款账户|收款账号|账号|帐号"
-    r"|账户|帐户|卡号))"
-    r"[^0-9\n.!?。！？;；,，]{0,8}?(?P<number>\d(?:[ -]?\d){7,29})(?![0-9A-Za-z])",
-    re.IGNORECASE,
+_BANK_NUMBER = r"[^0-9\n.!?。！？;；,，]{0,8}?(?P<number>\d(?:[ -]?\d){7,29})(?![0-9A-Za-z])"
+# Both run on lower-cased text and start with a literal (fast); the word boundary before an
+# English label and the loyalty-card words before a Chinese one are checked in Python.
+_BANK_LABEL_EN = re.compile(
+    r"(?:bank\s+account|account|acct|a/c|checking(?:\s+account)?|savings(?:\s+account)?)"
+    r"(?:\s*(?:number|no\.?|nr\.?|num|#))?" + _BANK_NUMBER
 )
+_BANK_LABEL_ZH = re.compile(
+    r"(?:银行卡号|银行卡|银行账号|银行帐号|银行账户|银行帐户|对公账户|对公账号|收款账户|收款账号|账号|帐号"
+    r"|账户|帐户|卡号)" + _BANK_NUMBER
+)
+_NOT_BANK_BEFORE = ("会员", "礼品", "积分", "购物", "充值", "优惠", "储值", "会员卡")
 # Where "账号"/"account" names a login that is a mobile number, it is a phone.
 _CN_MOBILE_DIGITS = re.compile(r"1[3-9]\d{9}")
 
-_PHONE = re.compile(
-    "(?:"
-    + "|".join(
-        (
-            # Chinese mobile, optional +86 / 0086 / 86, optional 3-4-4 separators
-            r"(?:(?:\+|00)86[ -]?|(?<![0-9+])86[ -]|(?<![0-9+]))1[3-9]\d(?:[ -]?\d{4}){2}",
-            # Chinese landline with +86: +86 10 6552 9988, +86-755-86013388
-            r"(?:\+|00)86[ -]?\(?0?[1-9]\d{1,2}\)?[ -]?\d{3,4}[ -]?\d{4}",
-            # Chinese landline: 021-62345678, 0755-86013388, (021)64871234
-            r"(?:\(0\d{2,3}\)|(?<![0-9+])0\d{2,3}-)\s?\d{7,8}",
-            # North America with +1: +1 (415) 555-2671, +1-646-555-0123, +1 800 555 0100
-            r"\+1[ .-]?(?:\(\d{3}\)|\d{3})[ .-]?\d{3}[ .-]?\d{4}",
-            # North America without a country code: separators required, no N00 / N11 codes
-            r"(?<![0-9+])(?:\([2-9](?!00|11)\d{2}\)\s?|[2-9](?!00|11)\d{2}([.-]))[2-9]\d{2}"
-            r"(?(1)\1|[ .-])\d{4}",
-            # Other international numbers: + country code and groups (E.164: 8-15 digits)
-            r"\+[2-9]\d{0,2}(?:[ .-]?(?:\(0\)|\(\d{1,4}\)|\d{1,5})){1,6}",
-            # UK national: 07700 900123, 020 7946 0958, 0161 496 0012
-            r"(?<![0-9+])0(?:7\d{3} ?\d{6}|[1-9]\d{1,3} \d{3,4} ?\d{3,4})",
-        )
+# Phone patterns, grouped by their first character (see above); earlier ones win a tie.
+_PHONES: tuple[re.Pattern[str], ...] = tuple(
+    re.compile(pattern + r"(?![0-9])")
+    for pattern in (
+        # + country code: Chinese mobile and landline, North America, anything else (E.164)
+        r"\+(?:86[ -]?1[3-9]\d(?:[ -]?\d{4}){2}"
+        r"|86[ -]?\(?0?[1-9]\d{1,2}\)?[ -]?\d{3,4}[ -]?\d{4}"
+        r"|1[ .-]?(?:\(\d{3}\)|\d{3})[ .-]?\d{3}[ .-]?\d{4}"
+        r"|[2-9]\d{0,2}(?:[ .-]?(?:\(0\)|\(\d{1,4}\)|\d{1,5})){1,6})",
+        # 0: 0086 mobile and landline, Chinese landline 021-62345678, UK 07700 900123
+        r"0(?<![0-9+]0)(?:086[ -]?1[3-9]\d(?:[ -]?\d{4}){2}"
+        r"|086[ -]?\(?0?[1-9]\d{1,2}\)?[ -]?\d{3,4}[ -]?\d{4}"
+        r"|\d{2,3}-\s?\d{7,8}"
+        r"|7\d{3} ?\d{6}|[1-9]\d{1,3} \d{3,4} ?\d{3,4})",
+        # (: Chinese landline (021)64871234, North America (415) 555-2671
+        r"\((?:0\d{2,3}\)\s?\d{7,8}|[2-9](?!00|11)\d{2}\)\s?[2-9]\d{2}[ .-]\d{4})",
+        # Chinese mobile with a bare 86, and without any prefix: 13812345678, 138-1234-5678
+        r"8(?<![0-9+]8)6[ -]1[3-9]\d(?:[ -]?\d{4}){2}",
+        r"1(?<![0-9+]1)[3-9]\d(?:[ -]?\d{4}){2}",
+        # North America without a country code: separators required, no N00 / N11 codes
+        r"[2-9](?<![0-9+][2-9])(?!00|11)\d{2}([.-])[2-9]\d{2}\1\d{4}",
     )
-    + ")(?![0-9])"
 )
 _TRAILING_GROUP = re.compile(r"[ .-]+\(?\d+\)?$")
 
@@ -164,7 +248,7 @@ _EN_STREET_TYPES = (
     r"|Gardens|Grove|Hill|Mews|Plaza|Alley|Broadway"
 )
 _EN_ADDRESS = re.compile(
-    r"(?<![0-9A-Za-z])\d{1,5}[A-Za-z]?(?:-\d{1,4})?\s+"
+    r"\d(?<![0-9A-Za-z]\d)\d{0,4}[A-Za-z]?(?:-\d{1,4})?\s+"
     r"(?:(?:[A-Z][A-Za-z'.-]*|\d{1,3}(?:st|nd|rd|th))\s+){1,4}"
     rf"(?:{_EN_STREET_TYPES})\.?(?:\s+(?:NW|NE|SW|SE|N|S|E|W)\b)?(?![A-Za-z])"
     r"(?:,?\s+(?:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|Fl|Room|Rm|#)\.?\s*#?[0-9A-Za-z-]{1,6}"
@@ -175,11 +259,19 @@ _EN_ADDRESS = re.compile(
 
 _CJK = "\u4e00-\u9fff"
 # The road (or compound) and house number every Chinese address pattern is anchored on.
+# Each alternative starts with its literal road or compound word (fast); a road needs a
+# Chinese name before it, checked in _zh_addresses.
+_ZH_ROADS = ("路", "街", "大道", "大街", "巷", "弄", "胡同", "道")
 _ZH_ANCHOR = re.compile(
-    rf"(?:(?<=[{_CJK}])(?:路|街|大道|大街|巷|弄|胡同|道)(?:[一二三四五六七八九十]+段)?"
-    r"\d+(?:-\d+)?号(?:楼|院)?"
-    r"|(?:小区|花园|公寓|大厦|家园|新村|社区|广场|中心)\d+(?:号楼|栋|幢|座))"
+    "|".join(
+        [rf"{road}(?:[一二三四五六七八九十]+段)?\d+(?:-\d+)?号(?:楼|院)?" for road in _ZH_ROADS]
+        + [
+            rf"{place}\d+(?:号楼|栋|幢|座)"
+            for place in ("小区", "花园", "公寓", "大厦", "家园", "新村", "社区", "广场", "中心")
+        ]
+    )
 )
+
 # What may follow the house number, one unit at a time: "3号楼", "1201室", "2单元", "B座".
 _ZH_UNIT = re.compile(
     r"[A-Za-z0-9\u4e00-\u9fff]{0,10}?(?:\d+|[A-Za-z])(?:号楼|栋|幢|座|单元|层|楼|室|房|号)"
@@ -205,6 +297,10 @@ _ZH_LEFT_MAX = 24
 
 def _zh_addresses(folded: str) -> Iterator[tuple[int, int]]:
     for anchor in _ZH_ANCHOR.finditer(folded):
+        if anchor.group().startswith(_ZH_ROADS) and not (
+            anchor.start() > 0 and "\u4e00" <= folded[anchor.start() - 1] <= "\u9fff"
+        ):
+            continue
         start = _zh_address_start(folded, anchor.start())
         if start is None:
             continue
@@ -244,8 +340,11 @@ def _zh_address_start(folded: str, anchor: int) -> int | None:
 # --- the finder --------------------------------------------------------------------------------
 
 
+_NON_DIGITS = re.compile(r"\D+")
+
+
 def _digits(value: str) -> str:
-    return "".join(ch for ch in value if ch.isdigit())
+    return _NON_DIGITS.sub("", value)
 
 
 class _Claims:
@@ -273,61 +372,78 @@ def find_entities(text: str, types: frozenset[str] | None = None) -> list[Entity
     if not text or not _WORTH_SCANNING.search(text):
         return []
     folded = fold(text)
-    wanted = frozenset(ENTITY_TYPES) if types is None else types
-    claims = _Claims()
-    found: list[Entity] = []
-    kept_end: list[int | None] = [None]  # end of the last labelled number kept, for lists
+    sink = _Sink(text, folded, frozenset(ENTITY_TYPES) if types is None else types)
+    if "@" in folded:
+        for start, end in _emails(folded):
+            sink.add(EMAIL, start, end, exemptable=False)
+    for finder in _FINDERS:
+        finder(folded, sink)
+    sink.found.sort(key=lambda e: e.start)
+    return sink.found
 
-    def add(kind: str, start: int, end: int, *, exemptable: bool = True) -> bool:
-        if not claims.free(start, end):
+
+class _Sink:
+    """What one scan has found and claimed so far."""
+
+    __slots__ = ("text", "folded", "wanted", "claims", "found", "kept_end")
+
+    def __init__(self, text: str, folded: str, wanted: frozenset[str]) -> None:
+        self.text = text
+        self.folded = folded
+        self.wanted = wanted
+        self.claims = _Claims()
+        self.found: list[Entity] = []
+        self.kept_end: int | None = None  # end of the last labelled number kept, for lists
+
+    def taken(self, start: int) -> bool:
+        """Is ``start`` inside a span found before? (Checked before any costly validation.)"""
+        return not self.claims.free(start, start + 1)
+
+    def add(self, kind: str, start: int, end: int, *, exemptable: bool = True) -> bool:
+        if not self.claims.free(start, end):
             return False
-        claims.take(start, end)  # kept numbers are claimed too: no other type may take them
-        if exemptable and _labelled_as_kept(folded, start, kept_end[0]):
-            kept_end[0] = end
+        self.claims.take(start, end)  # kept numbers are claimed too: no other type takes them
+        if exemptable and _labelled_as_kept(self.folded, start, self.kept_end):
+            self.kept_end = end
             return True
-        if kind in wanted:
-            found.append(Entity(kind, start, end, text[start:end]))
+        if kind in self.wanted:
+            self.found.append(Entity(kind, start, end, self.text[start:end]))
         return True
 
-    if "@" in folded:
-        for m in _EMAIL.finditer(folded):
-            add(EMAIL, m.start(), m.end(), exemptable=False)
-    for finder in _FINDERS:
-        finder(folded, add)
-    found.sort(key=lambda e: e.start)
-    return found
 
-
-_Add = Callable[..., bool]
-
-
-def _find_ibans(folded: str, add: _Add) -> None:
+def _find_ibans(folded: str, sink: _Sink) -> None:
     for m in _IBAN.finditer(folded):
-        # the greedy match may run into a following word or number group: shorten group by group
-        candidate = m.group()
-        while len(candidate.replace(" ", "")) >= 15:
-            if iban_valid(candidate.replace(" ", "")):
-                add(IBAN, m.start(), m.start() + len(candidate))
-                break
-            cut = candidate.rfind(" ")
-            if cut < 0:
-                break
-            candidate = candidate[:cut]
+        # the greedy match may run on into the next words: take the country's IBAN length
+        begin = m.start() - 2
+        length = IBAN_LENGTHS.get(folded[begin : begin + 2].upper())
+        if length is None:
+            continue
+        end, seen = begin, 0
+        while seen < length and end < m.end():
+            if folded[end] != " ":
+                seen += 1
+            end += 1
+        if seen < length or (end < len(folded) and folded[end].isalnum()):
+            continue  # too short, or the IBAN-length prefix of a longer word
+        if iban_valid(folded[begin:end].replace(" ", "")):
+            sink.add(IBAN, begin, end)
 
 
-def _find_cn_ids(folded: str, add: _Add) -> None:
+def _find_cn_ids(folded: str, sink: _Sink) -> None:
     for m in _CN_ID.finditer(folded):
         if cn_id_valid(m.group()):
-            add(CN_ID, m.start(), m.end())
+            sink.add(CN_ID, m.start(), m.end())
 
 
-def _find_cards(folded: str, add: _Add) -> None:
+def _find_cards(folded: str, sink: _Sink) -> None:
     for m in _CARD.finditer(folded):
+        if sink.taken(m.start()):  # the digits of an IBAN, an ID
+            continue
         candidate = m.group()
         while True:
             digits = _digits(candidate)
             if 13 <= len(digits) <= 19 and card_brand_plausible(digits) and luhn_valid(digits):
-                add(CARD, m.start(), m.start() + len(candidate))
+                sink.add(CARD, m.start(), m.start() + len(candidate))
                 break
             cut = max(candidate.rfind(" "), candidate.rfind("-"))
             if cut < 0:
@@ -335,16 +451,38 @@ def _find_cards(folded: str, add: _Add) -> None:
             candidate = candidate[:cut]
 
 
-def _find_bank_accounts(folded: str, add: _Add) -> None:
-    for m in _BANK_LABEL.finditer(folded):
+_BANK_WORDS = ("account", "acct", "a/c", "checking", "savings", "账", "帐", "卡号", "银行卡")
+
+
+def _find_bank_accounts(folded: str, sink: _Sink) -> None:
+    lowered = folded.lower()
+    if len(lowered) != len(folded) or not any(word in lowered for word in _BANK_WORDS):
+        return  # (lower() changed the length: a rare letter like "İ"; spans would not line up)
+    matches = [
+        m
+        for m in _BANK_LABEL_EN.finditer(lowered)
+        if not (m.start() > 0 and lowered[m.start() - 1].isalpha())
+    ]
+    matches += [
+        m
+        for m in _BANK_LABEL_ZH.finditer(lowered)
+        if not lowered[max(0, m.start() - 3) : m.start()].endswith(_NOT_BANK_BEFORE)
+    ]
+    for m in sorted(matches, key=lambda m: m.start()):
         digits = _digits(m.group("number"))
         if _CN_MOBILE_DIGITS.fullmatch(digits):
             continue  # a login by mobile number: the phone pass takes it
-        add(BANK_ACCOUNT, m.start("number"), m.end("number"))
+        sink.add(BANK_ACCOUNT, m.start("number"), m.end("number"))
 
 
-def _find_phones(folded: str, add: _Add) -> None:
-    for m in _PHONE.finditer(folded):
+def _find_phones(folded: str, sink: _Sink) -> None:
+    found = sorted(
+        ((m.start(), i, m) for i, pattern in enumerate(_PHONES) for m in pattern.finditer(folded)),
+        key=lambda item: (item[0], item[1]),
+    )
+    for _, _, m in found:
+        if sink.taken(m.start()):
+            continue
         start, end = m.start(), m.end()
         value = m.group()
         if value.startswith("+"):
@@ -354,17 +492,17 @@ def _find_phones(folded: str, add: _Add) -> None:
             if len(_digits(value)) < 8:
                 continue
             end = start + len(value)
-        add(PHONE, start, end)
+        sink.add(PHONE, start, end)
 
 
-def _find_addresses(folded: str, add: _Add) -> None:
+def _find_addresses(folded: str, sink: _Sink) -> None:
     for m in _EN_ADDRESS.finditer(folded):
-        add(ADDRESS, m.start(), m.end(), exemptable=False)
+        sink.add(ADDRESS, m.start(), m.end(), exemptable=False)
     for start, end in _zh_addresses(folded):
-        add(ADDRESS, start, end, exemptable=False)
+        sink.add(ADDRESS, start, end, exemptable=False)
 
 
-_FINDERS: tuple[Callable[[str, _Add], None], ...] = (
+_FINDERS: tuple[Callable[[str, _Sink], None], ...] = (
     _find_ibans,
     _find_cn_ids,
     _find_cards,

@@ -114,7 +114,7 @@ class _Numbering:
     placeholders: dict[str, str] = field(default_factory=dict)
     hashes: dict[str, str] = field(default_factory=dict)
 
-    def placeholder(self, entity: Entity, secret: bytes | None) -> str:
+    def placeholder(self, entity: Entity, keyed: hmac.HMAC | None) -> str:
         norm = normalised_value(entity.type, entity.value)
         key = (entity.type, norm)
         existing = self.by_value.get(key)
@@ -130,8 +130,10 @@ class _Numbering:
         self.counters[label] = n
         self.by_value[key] = name
         self.placeholders[name] = entity.value
-        if secret is not None:
-            self.hashes[name] = value_hash(secret, entity.type, norm)
+        if keyed is not None:
+            mac = keyed.copy()  # the key schedule is done once per Masker, not per value
+            mac.update(f"{entity.type}\x00{norm}".encode())
+            self.hashes[name] = mac.hexdigest()
         return name
 
 
@@ -152,7 +154,7 @@ class Masker:
                 f"{', '.join(ENTITY_TYPES)}"
             )
         self.types = chosen
-        self._secret = secret
+        self._keyed = None if secret is None else hmac.new(secret, digestmod=hashlib.sha256)
 
     def find(self, text: str) -> list[Entity]:
         return find_entities(text, self.types)
@@ -179,7 +181,7 @@ class Masker:
             this: list[Found] = []
             pos = 0
             for entity in entities:
-                name = numbering.placeholder(entity, self._secret)
+                name = numbering.placeholder(entity, self._keyed)
                 parts.append(text[pos : entity.start])
                 parts.append(name)
                 pos = entity.end
