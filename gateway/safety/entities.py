@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from gateway.safety.checksums import (
     IBAN_LENGTHS,
@@ -47,9 +47,9 @@ ENTITY_TYPES: tuple[str, ...] = (PHONE, EMAIL, CARD, CN_ID, IBAN, BANK_ACCOUNT, 
 CHECKSUM_TYPES = frozenset({CARD, CN_ID, IBAN})
 
 
-@dataclass(frozen=True, slots=True)
-class Entity:
-    """One personal value: its type and where it is (``text[start:end]``)."""
+class Entity(NamedTuple):
+    """One personal value: its type and where it is (``text[start:end]``). (A named tuple: a
+    frozen dataclass costs about a microsecond more per value.)"""
 
     type: str
     start: int

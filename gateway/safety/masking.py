@@ -28,6 +28,7 @@ import hmac
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from gateway.safety.entities import (
     BANK_ACCOUNT,
@@ -42,12 +43,12 @@ from gateway.safety.entities import (
     fold,
 )
 
+_NON_DIGITS = re.compile(r"\D+")
 # Anything shaped like a placeholder, ours or typed by a customer.
 PLACEHOLDER = re.compile(r"\[([A-Z]+(?:_[A-Z]+)*)_(\d{1,4})\]")
 
 
-@dataclass(frozen=True, slots=True)
-class Found:
+class Found(NamedTuple):
     """One masked value: its type, its span in the original text and its placeholder."""
 
     type: str
@@ -94,7 +95,7 @@ def normalised_value(kind: str, value: str) -> str:
     if kind in (IBAN, CN_ID):
         return "".join(value.split()).upper()
     if kind in (PHONE, CARD, BANK_ACCOUNT):
-        digits = "".join(ch for ch in value if ch.isdigit())
+        digits = _NON_DIGITS.sub("", value)
         if kind == PHONE:
             if len(digits) == 15 and digits.startswith("0086"):
                 digits = digits[4:]
