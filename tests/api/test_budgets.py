@@ -46,6 +46,8 @@ KEYS = {
         "open",
         "embedder",
         "narrow",
+        "ratedopen",
+        "ratedclosed",
     )
 }
 
@@ -413,10 +415,16 @@ UNREACHABLE_TENANTS = """
   open:
     keys: [{ env: KEY_OPEN }]
     budget: { daily_limit: 1, on_backend_error: fail_open }
+  ratedopen:
+    keys: [{ env: KEY_RATEDOPEN }]
+    rate_limits: { per_tenant: { requests_per_minute: 10 } }
+  ratedclosed:
+    keys: [{ env: KEY_RATEDCLOSED }]
+    rate_limits: { per_tenant: { requests_per_minute: 10 }, on_backend_error: fail_closed }
 """
 
 
-def test_with_redis_unreachable_budgets_fail_closed_or_open_as_configured(
+def test_with_redis_unreachable_limits_fail_closed_or_open_as_configured(
     upstream: MockUpstream, tmp_path: Path
 ) -> None:
     env = gateway_env(upstream.base_url, **key_env())
@@ -425,6 +433,8 @@ def test_with_redis_unreachable_budgets_fail_closed_or_open_as_configured(
     with GatewayServer(tmp_path, env, config) as gw:
         closed = ask(gw, "closed", HELLO, max_tokens=4)
         opened = ask(gw, "open", HELLO, max_tokens=4)
+        rate_open = ask(gw, "ratedopen", HELLO, max_tokens=4)
+        rate_closed = ask(gw, "ratedclosed", HELLO, max_tokens=4)
 
     assert closed.status_code == 503
     error = closed.json()["error"]
@@ -433,4 +443,9 @@ def test_with_redis_unreachable_budgets_fail_closed_or_open_as_configured(
     assert int(closed.headers["retry-after"]) >= 1
     assert opened.status_code == 200
     assert "unavailable" in opened.headers["x-switchboard-budget-warning"]
-    assert len(upstream.history) == 1
+    # Rate limits fail open by default, and closed when configured so.
+    assert rate_open.status_code == 200
+    assert "rate limits not enforced" in rate_open.headers["x-switchboard-budget-warning"]
+    assert rate_closed.status_code == 503
+    assert rate_closed.json()["error"]["code"] == "budget_store_unavailable"
+    assert len(upstream.history) == 2
