@@ -126,17 +126,18 @@ def table(
     scores: Mapping[str, Score], targets: Mapping[str, tuple[float, float]], *, name: str = "type"
 ) -> str:
     """A Markdown table: counts, precision and recall, and the target each must meet."""
-    lines = [
-        f"| {name} | labelled | found right | wrong | missed | precision | recall | target P / R |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
-    ]
+    header = f"| {name} | labelled | found right | wrong | missed | precision | recall |"
+    rule = "|---|---:|---:|---:|---:|---:|---:|"
+    lines = [header + " target P / R |", rule + "---|"] if targets else [header, rule]
     for row, score in scores.items():
-        target = targets.get(row)
-        goal = f"{target[0]:.0%} / {target[1]:.0%}" if target else ""
-        lines.append(
+        line = (
             f"| {row} | {score.tp + score.fn} | {score.tp} | {score.fp} | {score.fn} | "
-            f"{score.precision:.1%} | {score.recall:.1%} | {goal} |"
+            f"{score.precision:.1%} | {score.recall:.1%} |"
         )
+        if targets:
+            target = targets.get(row)
+            line += f" {target[0]:.0%} / {target[1]:.0%} |" if target else " |"
+        lines.append(line)
     return "\n".join(lines)
 
 

@@ -55,11 +55,25 @@ DEFAULT_INTENTS: dict[str, list[str]] = {
         "退款还没到", "退款一直没到", "钱还没退", "要求退款", "必须退款", "把钱退给我",
     ],
     "close_account": [
-        "close my account", "delete my account", "account deleted", "account closed",
-        "cancel my account", "delete my data", "remove my data", "erase my data",
-        "delete all my data", "delete my personal", "注销账号", "注销账户", "注销帐号",
-        "注销我的账", "销户", "删除我的信息", "删除我的数据", "删除我的个人信息",
-        "删除我的所有信息",
+        *(
+            f"{verb} {det}account"
+            for verb in (
+                "close", "delete", "remove", "cancel", "terminate", "shut down", "discontinue",
+                "deactivate", "get rid of", "end", "stop", "invalidate", "closing", "deleting",
+                "terminating", "cancelling", "canceling",
+            )
+            for det in ("my ", "the ", "this ", "our ", "an ", "")
+        ),
+        *(
+            f"account {verb}"
+            for verb in (
+                "deleted", "closed", "terminated", "to be deleted", "to be closed",
+                "be terminated", "be deleted", "be closed",
+            )
+        ),
+        "delete my data", "remove my data", "erase my data", "delete all my data",
+        "delete my personal", "注销账号", "注销账户", "注销帐号", "注销我的账", "销户",
+        "删除我的信息", "删除我的数据", "删除我的个人信息", "删除我的所有信息",
     ],
 }  # fmt: skip
 
@@ -108,7 +122,11 @@ class HandoffSignal:
 _CLAUSE = re.compile(r"[,.;!?\n，。；！？]+|\s(?:but|however|though)\s|但是|不过|可是")
 _NEGATION_BEFORE = re.compile(
     r"(?:\b(?:no|not|never|without|don'?t|do not|doesn'?t|does not|didn'?t|won'?t|isn'?t|"
-    r"am not|i'?m not|no need|needn'?t|nobody)\b|不用|不需要|不必|无需|没有|没|不是|别|不要|不想)"
+    r"am not|i'?m not|no need|needn'?t|nobody)\b"
+    # "I don't know how to reach a person", "I don't understand, get me an agent": the negation
+    # is about something else
+    r"(?! (?:know|understand|get it|see how|get what)\b)"
+    r"|不用|不需要|不必|无需|没有|没|不是|别|不要|不想)"
     r"[^,.;!?，。；！？]*$"
 )
 _NEGATION_AFTER = re.compile(
@@ -182,7 +200,9 @@ _LEGAL_PROCEDURAL = re.compile(
     r"|\s*(?:如何|怎么|怎样|在哪|哪里|可以)"
 )
 _HUMAN_PROCEDURAL = re.compile(
-    r"\s*(?:do i (?:need|have) to|is it necessary to|must i|what (?:time|hours)|when can i)\b"
+    r"\s*(?:do i (?:need|have) to|is it necessary to|must i)\b"
+    # asking for opening hours, anywhere before the request: "at what time can I reach support"
+    r"|[^,.;!?，。；！？]*\b(?:what (?:time|hours)|when can i|opening hours|business hours)\b"
 )
 
 
@@ -287,10 +307,11 @@ def _any(triggers: tuple[str, ...], *parts: str) -> _Lexicon:
 # --- the signals -------------------------------------------------------------------------------
 
 _PEOPLE = (
-    r"(?:a |an |the |your |some |real |actual |live )*"
+    r"(?:a |an |the |your |some |real |actual |live |bloody |damn |fucking |goddamn )*"
     r"(?:human(?! (?:hair|resources|rights|error|body|being))|person(?!-)|agent"
     r"|representative|rep|operator|manager|supervisor|staff|member of staff"
-    r"|staff member|specialist|advisor|adviser|colleague|your team|someone from your team"
+    r"|staff member|specialist|advisor|adviser|assistant|colleague|your team"
+    r"|someone from your team|human agent"
     r"|customer (?:service|support|care)(?: agent| rep(?:resentative)?| staff| team)?"
     r"|support (?:staff|team|agent)|real agent|live agent)\b"
 )
@@ -316,6 +337,8 @@ _HUMAN = _any(
         "live ",
         "someone",
         "somebody",
+        "some one",
+        "assistant",
         " bot",
         "robot",
         "machine",
@@ -323,12 +346,13 @@ _HUMAN = _any(
         *"人工 真人 活人 经理 主管 领导 负责人 机器人 客服 工作人员 专人".split(),
         *"专员 坐席 跟我 和我 给我".split(),
     ),  # fmt: skip
-    r"\b(?:talk|speak|chat|connect|transfer|put|escalate|get|give|need|want|like|let|have|reach"
-    r"|pass|hand|forward|prefer)"
+    r"\b(?:(?:talk|speak|chat|connect|contact|transfer|reach|escalat|forward)(?:e|es|s|ed|ing)?"
+    r"|chatting|chatted"
+    r"|put|get|give|need|want|like|let|have|pass|hand|prefer|call(?:ing)?|spoke|cat)"
     rf"\b(?: me| this| it| to| with| through| up| over| on| a word)*\s+(?:to |with |through to )?"
     rf"{_PEOPLE}",
     r"\b(?:real|actual|live) (?:person|human|agent|people|support|chat)\b",
-    r"\b(?:talk|speak|chat)\w* (?:to|with) (?:someone|somebody)\b",
+    r"\b(?:talk|speak|chat|contact)\w*(?: (?:to|with))? (?:someone|somebody|some one)\b",
     r"\b(?:not|instead of|rather than) (?:a |an |this |the |your )?(?:bot|robot|machine)\b",
     r"\bstop the bot\b",
     r"\bescalate\b",
