@@ -449,3 +449,30 @@ def test_with_redis_unreachable_limits_fail_closed_or_open_as_configured(
     assert rate_closed.status_code == 503
     assert rate_closed.json()["error"]["code"] == "budget_store_unavailable"
     assert len(upstream.history) == 2
+
+
+def test_the_spend_report_shows_budget_used_and_left_from_the_store(gateway: GatewayServer) -> None:
+    assert ask(gateway, "capped", HELLO, max_tokens=4).status_code == 200
+    response = httpx.get(
+        gateway.root_url + "/admin/reports/spend",
+        params={"tenant": "capped"},
+        headers={"authorization": f"Bearer {KEYS['capped']}"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    budget = response.json()["budget"]
+    spent = sum(r.cost_micros for r in all_records(gateway) if r.tenant == "capped")
+    assert spent > 0
+    assert budget["month"]["limit_micros"] == 100_000_000
+    assert budget["month"]["used_micros"] == spent
+    assert budget["month"]["left_micros"] == 100_000_000 - spent
+    assert budget["day"]["limit_micros"] is None, "no daily limit: counted, not limited"
+    assert budget["day"]["used_micros"] == spent
+    page = httpx.get(
+        gateway.root_url + "/admin/reports",
+        params={"tenant": "capped"},
+        headers={"authorization": f"Bearer {KEYS['capped']}"},
+        timeout=10,
+    )
+    assert page.status_code == 200
+    assert "$100.00" in page.text, "the burn-down names the monthly limit"
