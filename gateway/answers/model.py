@@ -9,7 +9,14 @@ A linear model over two blocks of features, trained by ``gateway answers train``
   "package" are close, something no n-gram of the training examples can know.
 
 ``predict`` returns the most probable intent and its probability; the model abstains (``intent``
-None) below ``threshold``, which training chose by cross-validation for ``target_error``. The file
+None) below ``threshold``, which training chose by cross-validation for ``target_error``.
+
+A closed-set classifier puts every text in some intent, and its probability says only which
+intent fits best, not whether any does: with a low threshold (an easy set of intents) a question
+about the weather can get an approved answer. So the model also keeps its examples' vectors, and
+abstains when the text is further from every example of the chosen intent than ``support_floor``
+(the cosine below which only 1% of the training examples fall, each measured against the other
+examples of its intent). The file
 stores, besides the arrays, a JSON ``meta`` record: classes, vocabulary, threshold, the
 cross-validated coverage and error, the feature set and embedder names, and a fingerprint of the
 examples it was trained on.
@@ -48,6 +55,7 @@ class Prediction:
     confidence: float
     runner_up: str | None
     runner_up_confidence: float
+    support: float | None = None  # cosine to the nearest example of ``best``
 
 
 class IntentModel:
@@ -63,6 +71,9 @@ class IntentModel:
         threshold: float,
         meta: dict[str, Any],
         embedder: Embedder | None = None,
+        example_vectors: npt.NDArray[np.float32] | None = None,
+        class_offsets: npt.NDArray[np.int64] | None = None,
+        support_floor: float | None = None,
     ) -> None:
         self.classes = classes
         self.vocabulary = vocabulary
@@ -73,6 +84,10 @@ class IntentModel:
         self.threshold = threshold
         self.meta = meta
         self._embedder = embedder
+        # Examples' unit vectors sorted by class: class k's are rows offsets[k]:offsets[k + 1].
+        self.example_vectors = example_vectors
+        self.class_offsets = class_offsets
+        self.support_floor = support_floor
 
     @property
     def embedder(self) -> Embedder:
@@ -83,6 +98,16 @@ class IntentModel:
     # --- scoring -------------------------------------------------------------------------------
 
     def probabilities(self, text: str) -> npt.NDArray[np.float64]:
+        return self._probabilities(text, self._vector(text))
+
+    def _vector(self, text: str) -> npt.NDArray[np.float32] | None:
+        if self.coef_vector.shape[0] or self.example_vectors is not None:
+            return self.embedder.embed(text)
+        return None
+
+    def _probabilities(
+        self, text: str, vector: npt.NDArray[np.float32] | None
+    ) -> npt.NDArray[np.float64]:
         counts = Counter(g for g in grams(text) if g in self.vocabulary)
         scores = self.intercept.astype(np.float64)
         if counts:
@@ -92,8 +117,8 @@ class IntentModel:
             values = tf * self.idf[idx]
             values /= math.sqrt(float(values @ values))
             scores = scores + values @ self.coef_text[idx]
-        if self.coef_vector.shape[0]:
-            scores = scores + self.embedder.embed(text).astype(np.float64) @ self.coef_vector
+        if self.coef_vector.shape[0] and vector is not None:
+            scores = scores + vector.astype(np.float64) @ self.coef_vector
         scores -= scores.max()
         exp = np.exp(scores)
         probs: npt.NDArray[np.float64] = exp / exp.sum()
@@ -101,18 +126,27 @@ class IntentModel:
 
     def predict(self, text: str) -> Prediction:
         """The intent of ``text``, or an abstention (``intent`` None) below the threshold."""
-        probs = self.probabilities(text)
+        vector = self._vector(text)
+        probs = self._probabilities(text, vector)
         order = np.argsort(-probs)
         best = int(order[0])
         second = int(order[1]) if len(order) > 1 else None
         confidence = float(probs[best])
         answered = confidence >= self.threshold and bool(text.strip())
+        support = None
+        examples, offsets = self.example_vectors, self.class_offsets
+        if vector is not None and examples is not None and offsets is not None:
+            rows = examples[offsets[best] : offsets[best + 1]]
+            support = float((rows @ vector).max()) if len(rows) else 0.0
+            if self.support_floor is not None and support < self.support_floor:
+                answered = False
         return Prediction(
             intent=self.classes[best] if answered else None,
             best=self.classes[best],
             confidence=confidence,
             runner_up=self.classes[second] if second is not None else None,
             runner_up_confidence=float(probs[second]) if second is not None else 0.0,
+            support=support,
         )
 
     # --- files ---------------------------------------------------------------------------------
@@ -125,7 +159,14 @@ class IntentModel:
             "classes": self.classes,
             "vocabulary": self.vocabulary,
             "threshold": self.threshold,
+            "support_floor": self.support_floor,
         }
+        extra: dict[str, Any] = {}
+        if self.example_vectors is not None and self.class_offsets is not None:
+            extra = {
+                "example_vectors": self.example_vectors.astype(np.float16),
+                "class_offsets": self.class_offsets.astype(np.int64),
+            }
         with path.open("wb") as fh:
             np.savez_compressed(
                 fh,
@@ -134,6 +175,7 @@ class IntentModel:
                 coef_text=self.coef_text.astype(np.float16),
                 coef_vector=self.coef_vector.astype(np.float32),
                 intercept=self.intercept.astype(np.float32),
+                **extra,
             )
 
     @classmethod
@@ -146,6 +188,16 @@ class IntentModel:
                     name: np.asarray(data[name], dtype=np.float32)
                     for name in ("idf", "coef_text", "coef_vector", "intercept")
                 }
+                examples = (
+                    np.asarray(data["example_vectors"], dtype=np.float32)
+                    if "example_vectors" in data.files
+                    else None
+                )
+                offsets = (
+                    np.asarray(data["class_offsets"], dtype=np.int64)
+                    if "class_offsets" in data.files
+                    else None
+                )
         except OSError as exc:
             raise ModelFileError(f"{path}: cannot read: {exc}") from exc
         except (ValueError, KeyError, json.JSONDecodeError) as exc:
@@ -165,6 +217,9 @@ class IntentModel:
             threshold=float(meta["threshold"]),
             meta={k: v for k, v in meta.items() if k not in ("classes", "vocabulary")},
             embedder=embedder,
+            example_vectors=examples,
+            class_offsets=offsets,
+            support_floor=meta.get("support_floor"),
             **arrays,
         )
         if arrays["coef_vector"].shape[0] and embedder is not None:

@@ -36,6 +36,8 @@ __all__ = ["Example", "TrainingError", "choose_threshold", "fingerprint", "train
 C = 10.0
 MAX_FOLDS = 5
 MIN_EXAMPLES_PER_INTENT = 2
+# Share of training examples allowed below the support floor (see IntentModel).
+SUPPORT_QUANTILE = 0.01
 
 Progress = Callable[[str, int, int], None]
 
@@ -73,6 +75,25 @@ def choose_threshold(
             continue
         return float(sorted_conf[k]), (k + 1) / len(order), float(wrong[k] / (k + 1))
     return 1.0 + 1e-9, 0.0, 0.0
+
+
+def support(
+    vectors: npt.NDArray[np.float32], labels: npt.NDArray[Any], classes: Sequence[str]
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], float]:
+    """Examples' vectors sorted by class, the class offsets, and the support floor: the
+    ``SUPPORT_QUANTILE`` quantile of each example's cosine to its nearest other example of the
+    same intent."""
+    blocks, offsets, nearest = [], [0], []
+    for name in classes:
+        block = vectors[labels == name]
+        blocks.append(block)
+        offsets.append(offsets[-1] + len(block))
+        if len(block) > 1:
+            sims = block @ block.T
+            np.fill_diagonal(sims, -np.inf)
+            nearest.extend(sims.max(axis=1).tolist())
+    floor = float(np.quantile(nearest, SUPPORT_QUANTILE)) if nearest else -1.0
+    return np.vstack(blocks), np.asarray(offsets, dtype=np.int64), floor
 
 
 def _fit(
@@ -153,8 +174,11 @@ def train(
     if coef.shape[1] == 1:  # two intents: scikit-learn keeps one logit, for the second class
         coef = np.hstack([np.zeros_like(coef), coef])
         intercept = np.concatenate([np.zeros(1, dtype=np.float32), intercept])
+    classes = [str(c) for c in classifier.classes_]
+    example_vectors, class_offsets, floor = support(vectors, labels, classes)
     meta = {
         "feature_set": FEATURE_SET,
+        "support_quantile": SUPPORT_QUANTILE,
         "embedder": embedder.name,
         "target_error": target_error,
         "cv": {
@@ -169,7 +193,7 @@ def train(
         "train_seconds": round(time.monotonic() - started, 1),
     }
     return IntentModel(
-        classes=[str(c) for c in classifier.classes_],
+        classes=classes,
         vocabulary={str(k): int(v) for k, v in vectoriser.vocabulary_.items()},
         idf=np.asarray(vectoriser.idf_, dtype=np.float32),
         coef_text=coef[:n_text],
@@ -178,4 +202,7 @@ def train(
         threshold=threshold,
         meta=meta,
         embedder=embedder,
+        example_vectors=example_vectors,
+        class_offsets=class_offsets,
+        support_floor=floor,
     )

@@ -171,3 +171,30 @@ def test_a_promotion_that_would_break_the_file_leaves_it_as_it_was(
         promote_example(path, "nope", "text")
     assert path.read_bytes() == before
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_a_text_far_from_every_example_of_its_intent_is_refused(model: IntentModel) -> None:
+    assert model.support_floor is not None and 0 < model.support_floor < 1
+    near = model.predict("where is my parcel right now")
+    assert near.intent == "track_order" and near.support is not None
+    assert near.support >= model.support_floor
+    # whatever the probability, an out-of-scope question lands far from the chosen intent
+    far = model.predict("how would I say thank you in German")
+    assert far.intent is None and far.support is not None
+
+
+def test_the_support_floor_refuses_even_above_the_threshold(model: IntentModel) -> None:
+    model.threshold = 0.0  # a threshold an easy set of intents might get
+    assert model.predict("who won the football world cup in 1998").intent is None
+    assert model.predict("how much is shipping").intent == "shipping_cost"
+
+
+def test_support_is_the_floor_of_the_examples_own_nearest_neighbours() -> None:
+    from gateway.answers.training import support
+
+    vectors = np.array([[1, 0], [0.8, 0.6], [0, 1], [0.6, 0.8]], dtype=np.float32)
+    labels = np.array(["a", "a", "b", "b"])
+    examples, offsets, floor = support(vectors, labels, ["a", "b"])
+    assert offsets.tolist() == [0, 2, 4]
+    assert np.allclose(examples[2:], vectors[2:])
+    assert floor == pytest.approx(0.8)
