@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.answers.commands import add_answers_commands, run_answers_command
 from gateway.cache.semantic.commands import add_cache_commands, run_cache_command
@@ -18,6 +20,9 @@ from gateway.keys import hash_key, new_key
 from gateway.routing.commands import add_routing_commands, run_routing_command
 from gateway.safety.commands import add_safety_commands, run_safety_command
 from gateway.settings import Settings, default_data_dir
+
+if TYPE_CHECKING:
+    from gateway.reports import BudgetLookup
 
 DATA_DIR_HELP = "state directory (default $SWITCHBOARD_DATA_DIR, else ~/.local/share/switchboard)"
 
@@ -247,12 +252,15 @@ def _report(args: argparse.Namespace) -> int:
         until = parse_bound(args.until, tz, end=True, param="--until") if args.until else None
         group_by = parse_group_by(args.group_by)
         query = SpendQuery(tenant=args.tenant, since=since, until=until, group_by=group_by)
+        budgets = _cli_budgets(args, path.parent)
         ledger = SqliteLedger(path)
         try:
             if args.html:
-                page = build_html_report(ledger, args.tenant, since, until, zones)
+                page = build_html_report(
+                    ledger, args.tenant, since, until, zones, budgets=budgets
+                )
             else:
-                report = build_spend_report(ledger, query, zones)
+                report = build_spend_report(ledger, query, zones, budgets=budgets)
         finally:
             ledger.close()
         if args.html:
@@ -266,6 +274,45 @@ def _report(args: argparse.Namespace) -> int:
     render = {"table": render_spend_table, "csv": render_spend_csv, "json": render_spend_json}
     sys.stdout.write(render[args.format](report).rstrip("\n") + "\n")
     return 0
+
+
+def _cli_budgets(args: argparse.Namespace, data_dir: Path) -> BudgetLookup:
+    """Budget used and left for ``gateway report --tenant T``: the config's budget and the store
+    the gateway keeps (``budget.sqlite3`` in the data directory, or Redis). Unknown (null) when
+    there is no tenant, no config, no budget or no store: the report itself never fails on it."""
+    import asyncio
+
+    from gateway.budget import BudgetStore, RedisBudgetStore, SqliteBudgetStore
+    from gateway.reports import no_budgets, read_budget
+    from gateway.settings import BUDGET_FILE, DEFAULT_CONFIG
+
+    if not args.tenant or args.tz:
+        return no_budgets
+    explicit = args.config or os.environ.get("SWITCHBOARD_CONFIG")
+    try:
+        loaded = load_config(Path(explicit) if explicit else DEFAULT_CONFIG)
+    except ConfigError:
+        return no_budgets
+    tenant_cfg = loaded.config.tenants.get(args.tenant)
+    if tenant_cfg is None or tenant_cfg.budget is None:
+        return no_budgets
+    store: BudgetStore
+    if loaded.config.state == "redis":
+        store = RedisBudgetStore(
+            loaded.config.redis.url, loaded.config.redis.key_prefix, timeout_s=2.0
+        )
+    elif (data_dir / BUDGET_FILE).exists():
+        store = SqliteBudgetStore(data_dir / BUDGET_FILE)
+    else:
+        return no_budgets
+
+    async def read() -> BudgetLookup:
+        try:
+            return await read_budget(store, args.tenant, tenant_cfg)
+        finally:
+            await store.aclose()
+
+    return asyncio.run(read())
 
 
 def _ledger(args: argparse.Namespace) -> int:

@@ -9,16 +9,24 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from gateway.budget.scopes import budget_scopes
+from gateway.budget.store import BudgetBackendError, BudgetStore
 from gateway.ledger import Ledger, LedgerQuery, SummaryRow, TenantSet
 from gateway.money import format_usd
 from gateway.timezones import TenantZones, constant_offset_spans, zone
+
+if TYPE_CHECKING:
+    from gateway.config import TenantConfig
+
+log = logging.getLogger("gateway.reports")
 
 __all__ = [
     "GROUP_BY_CHOICES",
@@ -287,6 +295,41 @@ BudgetLookup = Callable[[str, datetime], Sequence[BudgetStatus]]
 def no_budgets(tenant: str, now: datetime) -> tuple[BudgetStatus, ...]:
     """The budget hook before the budget package answers: day and month, amounts unknown."""
     return (BudgetStatus("day"), BudgetStatus("month"))
+
+
+async def read_budget(store: BudgetStore, tenant: str, tenant_cfg: TenantConfig) -> BudgetLookup:
+    """The tenant's day and month as ``store`` counts them now, as a lookup for the builders.
+
+    A tenant without a budget, or a store that does not answer, gives unknown amounts (JSON
+    null), never an error: a report must not fail because the enforcement state is out of reach.
+    """
+    cfg = tenant_cfg.budget
+    if cfg is None:
+        return no_budgets
+    scopes = budget_scopes(
+        tenant,
+        cfg,
+        model=None,
+        user=None,
+        now=datetime.now(UTC),
+        tenant_timezone=tenant_cfg.timezone,
+    )
+    day, month = scopes[0], scopes[1]  # budget_scopes puts the tenant's day and month first
+    try:
+        statuses = (
+            BudgetStatus("day", day.limit_micros, await store.spent(day.key)),
+            BudgetStatus("month", month.limit_micros, await store.spent(month.key)),
+        )
+    except BudgetBackendError as exc:
+        log.warning(
+            "budget store unavailable, report on %s shows no budget amounts: %s", tenant, exc
+        )
+        return no_budgets
+
+    def lookup(asked: str, now: datetime) -> Sequence[BudgetStatus]:
+        return statuses if asked == tenant else no_budgets(asked, now)
+
+    return lookup
 
 
 @dataclass(frozen=True, slots=True)

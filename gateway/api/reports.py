@@ -10,26 +10,23 @@ tenant's time zone, or ISO 8601 instants with an offset (``to`` exclusive).
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import anyio
 from litestar import Response, get
 
 from gateway.api.handlers import AnyRequest, request_headers, switchboard_of
-from gateway.budget import BudgetBackendError
-from gateway.budget.scopes import budget_scopes
 from gateway.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
 from gateway.pipeline.stages import presented_key
 from gateway.report_html import build_html_report
 from gateway.reports import (
     BudgetLookup,
-    BudgetStatus,
     SpendQuery,
     build_spend_report,
     no_budgets,
     parse_group_by,
+    read_budget,
     render_spend_csv,
     render_spend_json,
 )
@@ -38,49 +35,17 @@ from gateway.timezones import TenantZones, parse_bound, zone
 
 __all__ = ["REPORT_ROUTES", "budget_lookup"]
 
-log = logging.getLogger("gateway.api.reports")
-
 _SPEND_PARAMS = frozenset({"tenant", "from", "to", "group_by", "format"})
 _HTML_PARAMS = frozenset({"tenant", "from", "to"})
 
 
 async def budget_lookup(board: Switchboard, tenant: str | None) -> BudgetLookup:
-    """ "Budget used and left" for a report on ``tenant``, read from the budget store now.
-
-    The store is asynchronous and the report is built in a worker thread, so the statuses are
-    read here first and handed over. A report over every tenant, a tenant without a budget, and
-    a store that does not answer give unknown amounts (JSON null), never an error: a report must
-    not fail because the enforcement state is out of reach.
-    """
+    """ "Budget used and left" for a report on ``tenant``, read from the budget store now (the
+    report itself is built in a worker thread, where the asynchronous store cannot be asked)."""
     store = board.budget_store
     if tenant is None or store is None:
         return no_budgets
-    tenant_cfg = board.runtime.tenant(tenant)
-    cfg = tenant_cfg.budget
-    if cfg is None:
-        return no_budgets
-    scopes = budget_scopes(
-        tenant,
-        cfg,
-        model=None,
-        user=None,
-        now=datetime.now(UTC),
-        tenant_timezone=tenant_cfg.timezone,
-    )
-    day, month = scopes[0], scopes[1]  # budget_scopes puts the tenant's day and month first
-    try:
-        statuses = (
-            BudgetStatus("day", day.limit_micros, await store.spent(day.key)),
-            BudgetStatus("month", month.limit_micros, await store.spent(month.key)),
-        )
-    except BudgetBackendError:
-        log.warning("budget store unavailable: report on %s shows no budget amounts", tenant)
-        return no_budgets
-
-    def lookup(asked: str, now: datetime) -> Sequence[BudgetStatus]:
-        return statuses if asked == tenant else no_budgets(asked, now)
-
-    return lookup
+    return await read_budget(store, tenant, board.runtime.tenant(tenant))
 
 
 def _reader_tenant(request: AnyRequest, board: Switchboard) -> str | None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import redis
 from tests.support.budget_config import REDIS_URL, budget_config
 from tests.support.gateway_server import UPSTREAM_KEY, gateway_env
 from tests.support.mock_upstream import MockUpstream
-from tests.support.served import REPO, serving
+from tests.support.served import GATEWAY, REPO, serving
 
 DEMO_KEY = "sk-demo-0123456789"
 
@@ -45,6 +47,26 @@ def test_the_budget_demo_serves_within_its_daily_limit_and_rejects_beyond_it(
             body = {"model": "auto", "messages": [{"role": "user", "content": "hi there"}]}
             small = httpx.post(url, json=body, headers=auth, timeout=10)
             large = httpx.post(url, json={**body, "max_tokens": 10_000}, headers=auth, timeout=10)
+        # Finance's view of the same day: the ledger's spend and the store's budget agree.
+        report = subprocess.run(
+            [
+                str(GATEWAY),
+                "report",
+                "--tenant",
+                "demo",
+                "--config",
+                str(config),
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--format",
+                "json",
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     finally:
         client = redis.Redis.from_url(REDIS_URL)
         keys = list(client.scan_iter("switchboard-demo:*"))
@@ -59,6 +81,13 @@ def test_the_budget_demo_serves_within_its_daily_limit_and_rejects_beyond_it(
     assert "lower max_tokens" in large.json()["error"]["message"]
     assert large.headers["x-should-retry"] == "false"
     assert 1 <= int(large.headers["retry-after"]) <= 86400
+    assert report.returncode == 0, report.stderr
+    doc = json.loads(report.stdout)
+    spent = doc["total"]["cost_micros"]
+    assert spent > 0
+    assert doc["budget"]["day"]["limit_micros"] == 5_000
+    assert doc["budget"]["day"]["used_micros"] == spent
+    assert doc["budget"]["day"]["left_micros"] == 5_000 - spent
 
 
 def test_a_budget_added_by_a_config_reload_applies_without_a_restart(
