@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +162,24 @@ def test_handoff_eval_scores_every_signal(capsys: pytest.CaptureFixture[str]) ->
         "any",
     }
     assert scores["any"]["recall"] >= 0.9
+
+
+def test_help_lists_mask_and_handoff(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert re.search(r"^\s+mask\s", out, re.MULTILINE)
+    assert re.search(r"^\s+handoff\s", out, re.MULTILINE)
+
+
+def test_the_console_script_masks_stdin() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "mask", "--jsonl", "-"],
+        input='{"text": "卡号 4111 1111 1111 1111"}\n',
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["masked"] == "卡号 [CARD_1]"
