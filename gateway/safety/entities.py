@@ -216,8 +216,11 @@ _NOT_BANK_BEFORE = ("会员", "礼品", "积分", "购物", "充值", "优惠", 
 _CN_MOBILE_DIGITS = re.compile(r"1[3-9]\d{9}")
 
 # Phone patterns, grouped by their first character (see above); earlier ones win a tie.
+# Not a phone: digits glued to letters (product codes: "ABC13812345678", "13812345678A"), after a
+# currency sign ("¥13800000000") or inside a decimal or grouped number ("13,812,345,678.50").
+_NOT_BEFORE = r"(?<![0-9A-Za-z+$¥€£]{c})(?<!\d[.,]{c})"
 _PHONES: tuple[re.Pattern[str], ...] = tuple(
-    re.compile(pattern + r"(?![0-9])")
+    re.compile(pattern + r"(?![0-9A-Za-z]|[.,]\d)")
     for pattern in (
         # + country code: Chinese mobile and landline, North America, anything else (E.164)
         r"\+(?:86[ -]?1[3-9]\d(?:[ -]?\d{4}){2}"
@@ -225,17 +228,17 @@ _PHONES: tuple[re.Pattern[str], ...] = tuple(
         r"|1[ .-]?(?:\(\d{3}\)|\d{3})[ .-]?\d{3}[ .-]?\d{4}"
         r"|[2-9]\d{0,2}(?:[ .-]?(?:\(0\)|\(\d{1,4}\)|\d{1,5})){1,6})",
         # 0: 0086 mobile and landline, Chinese landline 021-62345678, UK 07700 900123
-        r"0(?<![0-9+]0)(?:086[ -]?1[3-9]\d(?:[ -]?\d{4}){2}"
+        r"0" + _NOT_BEFORE.format(c="0") + r"(?:086[ -]?1[3-9]\d(?:[ -]?\d{4}){2}"
         r"|086[ -]?\(?0?[1-9]\d{1,2}\)?[ -]?\d{3,4}[ -]?\d{4}"
         r"|\d{2,3}-\s?\d{7,8}"
         r"|7\d{3} ?\d{6}|[1-9]\d{1,3} \d{3,4} ?\d{3,4})",
         # (: Chinese landline (021)64871234, North America (415) 555-2671
         r"\((?:0\d{2,3}\)\s?\d{7,8}|[2-9](?!00|11)\d{2}\)\s?[2-9]\d{2}[ .-]\d{4})",
         # Chinese mobile with a bare 86, and without any prefix: 13812345678, 138-1234-5678
-        r"8(?<![0-9+]8)6[ -]1[3-9]\d(?:[ -]?\d{4}){2}",
-        r"1(?<![0-9+]1)[3-9]\d(?:[ -]?\d{4}){2}",
+        r"8" + _NOT_BEFORE.format(c="8") + r"6[ -]1[3-9]\d(?:[ -]?\d{4}){2}",
+        r"1" + _NOT_BEFORE.format(c="1") + r"[3-9]\d(?:[ -]?\d{4}){2}",
         # North America without a country code: separators required, no N00 / N11 codes
-        r"[2-9](?<![0-9+][2-9])(?!00|11)\d{2}([.-])[2-9]\d{2}\1\d{4}",
+        r"[2-9]" + _NOT_BEFORE.format(c="[2-9]") + r"(?!00|11)\d{2}([.-])[2-9]\d{2}\1\d{4}",
     )
 )
 _TRAILING_GROUP = re.compile(r"[ .-]+\(?\d+\)?$")

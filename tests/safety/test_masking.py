@@ -55,6 +55,8 @@ def test_phone_numbers_chinese_and_international_are_found(text: str, value: str
         "version 13.9.1, price 1,380.00, 13 items",
         "I ordered on 2024-05-12 at 14:05",
         "model 4400-2210 in stock?",
+        "code ABC13812345678 or 13812345678A",  # glued to letters: a product code
+        "价格¥13800000000，总额 13812345678.50",  # an amount
     ],
 )
 def test_numbers_that_only_look_like_phones_are_not(text: str) -> None:
