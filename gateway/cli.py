@@ -22,7 +22,8 @@ from gateway.safety.commands import add_safety_commands, run_safety_command
 from gateway.settings import Settings, default_data_dir
 
 if TYPE_CHECKING:
-    from gateway.reports import BudgetLookup
+    from gateway.config import TenantConfig
+    from gateway.reports import BudgetLookup, LocalCurrency
 
 DATA_DIR_HELP = "state directory (default $SWITCHBOARD_DATA_DIR, else ~/.local/share/switchboard)"
 
@@ -260,7 +261,9 @@ def _report(args: argparse.Namespace) -> int:
                     ledger, args.tenant, since, until, zones, budgets=budgets
                 )
             else:
-                report = build_spend_report(ledger, query, zones, budgets=budgets)
+                report = build_spend_report(
+                    ledger, query, zones, budgets=budgets, local=_cli_currency(args)
+                )
         finally:
             ledger.close()
         if args.html:
@@ -274,6 +277,26 @@ def _report(args: argparse.Namespace) -> int:
     render = {"table": render_spend_table, "csv": render_spend_csv, "json": render_spend_json}
     sys.stdout.write(render[args.format](report).rstrip("\n") + "\n")
     return 0
+
+
+def _cli_tenant_config(args: argparse.Namespace) -> TenantConfig | None:
+    """The tenant's config for ``gateway report --tenant T`` (None without one or with --tz)."""
+    from gateway.settings import DEFAULT_CONFIG
+
+    if not args.tenant or args.tz:
+        return None
+    explicit = args.config or os.environ.get("SWITCHBOARD_CONFIG")
+    try:
+        loaded = load_config(Path(explicit) if explicit else DEFAULT_CONFIG)
+    except ConfigError:
+        return None
+    return loaded.config.tenants.get(args.tenant)
+
+
+def _cli_currency(args: argparse.Namespace) -> LocalCurrency | None:
+    from gateway.reports import LocalCurrency
+
+    return LocalCurrency.of_tenant(_cli_tenant_config(args))
 
 
 def _cli_budgets(args: argparse.Namespace, data_dir: Path) -> BudgetLookup:

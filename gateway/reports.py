@@ -333,12 +333,38 @@ async def read_budget(store: BudgetStore, tenant: str, tenant_cfg: TenantConfig)
 
 
 @dataclass(frozen=True, slots=True)
+class LocalCurrency:
+    """The currency a tenant's budget is in (``budget.currency``), for amounts shown beside USD.
+
+    USD stays the unit of record (micros, exact); local amounts are USD × ``usd_rate``, rounded
+    half-even to 1/10,000 of the unit, for people.
+    """
+
+    code: str
+    usd_rate: Decimal
+
+    def amount(self, micros: int) -> str:
+        value = Decimal(micros) * self.usd_rate / 1_000_000
+        rounded = value.quantize(Decimal("0.0001"), rounding=ROUND_HALF_EVEN)
+        return str(abs(rounded) if rounded == 0 else rounded)  # no "-0.0000"
+
+    @classmethod
+    def of_tenant(cls, tenant_cfg: TenantConfig | None) -> LocalCurrency | None:
+        budget = tenant_cfg.budget if tenant_cfg is not None else None
+        if budget is None or budget.currency == "USD":
+            return None
+        return cls(budget.currency, budget.rate)
+
+
+@dataclass(frozen=True, slots=True)
 class SpendReport:
     query: SpendQuery
     time_zone: str | None  # the zone its days follow; None when tenants differ (each their own)
     rows: list[SummaryRow]  # key: one value per group_by name
     total: SummaryRow
     budget: tuple[BudgetStatus, ...] | None  # None for a report over every tenant
+    # The tenant's budget currency when it is not USD (one-tenant reports only).
+    local: LocalCurrency | None = None
 
 
 def build_spend_report(
@@ -348,8 +374,10 @@ def build_spend_report(
     *,
     budgets: BudgetLookup = no_budgets,
     now: datetime | None = None,
+    local: LocalCurrency | None = None,
 ) -> SpendReport:
-    """Sum raw records and rolled-up days per ``query.group_by``, days in each tenant's zone."""
+    """Sum raw records and rolled-up days per ``query.group_by``, days in each tenant's zone;
+    ``local``: also show money in the tenant's budget currency."""
     columns = tuple(dict.fromkeys(_SPEND_COLUMN[g] for g in query.group_by))
     sums: dict[tuple[str, ...], list[int]] = {}
     plans = zones.groups(query.tenant)
@@ -389,7 +417,14 @@ def build_spend_report(
     budget = None
     if query.tenant is not None:
         budget = tuple(budgets(query.tenant, now or datetime.now(UTC)))
-    return SpendReport(query=query, time_zone=time_zone, rows=rows, total=total, budget=budget)
+    return SpendReport(
+        query=query,
+        time_zone=time_zone,
+        rows=rows,
+        total=total,
+        budget=budget,
+        local=local if query.tenant is not None else None,
+    )
 
 
 def _mostly(ledger: Ledger, tenants: TenantSet, time_share: float) -> bool:
@@ -441,13 +476,18 @@ def _spend_counts(row: SummaryRow) -> list[int]:
     return [row.requests, row.errors, row.cache_hits, row.prompt_tokens, row.completion_tokens]
 
 
-def spend_row_json(row: SummaryRow, group_by: Sequence[str]) -> dict[str, Any]:
-    """One row: group keys, counts, and money as exact micros plus exact USD strings."""
+def spend_row_json(
+    row: SummaryRow, group_by: Sequence[str], local: LocalCurrency | None = None
+) -> dict[str, Any]:
+    """One row: group keys, counts, and money as exact micros plus exact USD strings (and the
+    tenant's budget currency, ``<name>_local``, when it is not USD)."""
     out: dict[str, Any] = {name: row.key.get(name, "") for name in group_by}
     out.update(zip(_SPEND_COUNTS, _spend_counts(row), strict=True))
     for name, micros in _spend_money(row):
         out[f"{name}_micros"] = micros
         out[f"{name}_usd"] = format_usd(micros)
+        if local is not None:
+            out[f"{name}_local"] = local.amount(micros)
     return out
 
 
@@ -455,8 +495,8 @@ def _usd_or_none(micros: int | None) -> str | None:
     return None if micros is None else format_usd(micros)
 
 
-def budget_json(status: BudgetStatus) -> dict[str, Any]:
-    return {
+def budget_json(status: BudgetStatus, local: LocalCurrency | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
         "period": status.period,
         "limit_micros": status.limit_micros,
         "limit_usd": _usd_or_none(status.limit_micros),
@@ -465,6 +505,11 @@ def budget_json(status: BudgetStatus) -> dict[str, Any]:
         "left_micros": status.left_micros,
         "left_usd": _usd_or_none(status.left_micros),
     }
+    if local is not None:
+        for name in ("limit", "used", "left"):
+            micros = out[f"{name}_micros"]
+            out[f"{name}_local"] = None if micros is None else local.amount(micros)
+    return out
 
 
 def render_spend_json(report: SpendReport) -> str:
@@ -477,10 +522,17 @@ def render_spend_json(report: SpendReport) -> str:
         "to": query.until.isoformat() if query.until else None,
         "group_by": list(query.group_by),
         "currency": "USD",
-        "rows": [spend_row_json(row, query.group_by) for row in report.rows],
-        "total": spend_row_json(report.total, ()),
+        "local_currency": (
+            None
+            if report.local is None
+            else {"code": report.local.code, "usd_rate": str(report.local.usd_rate)}
+        ),
+        "rows": [spend_row_json(row, query.group_by, report.local) for row in report.rows],
+        "total": spend_row_json(report.total, (), report.local),
         "budget": (
-            None if report.budget is None else {b.period: budget_json(b) for b in report.budget}
+            None
+            if report.budget is None
+            else {b.period: budget_json(b, report.local) for b in report.budget}
         ),
     }
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
@@ -505,14 +557,22 @@ def _spend_cells(row: SummaryRow) -> list[str]:
     ]
 
 
+_LOCAL_MONEY = ("cost", "large_cost", "savings")
+
+
 def render_spend_csv(report: SpendReport) -> str:
     """A header row and one row per group (no total row): exact USD strings and integer micros."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     group_by = report.query.group_by
-    writer.writerow(_spend_header(group_by))
+    local = report.local
+    extra = [] if local is None else [f"{m}_{local.code.lower()}" for m in _LOCAL_MONEY]
+    writer.writerow(_spend_header(group_by) + extra)
     for row in report.rows:
-        writer.writerow([row.key.get(k, "") for k in group_by] + _spend_cells(row))
+        cells = [row.key.get(k, "") for k in group_by] + _spend_cells(row)
+        if local is not None:
+            cells += [local.amount(micros) for _, micros in _spend_money(row)]
+        writer.writerow(cells)
     return out.getvalue()
 
 
@@ -524,7 +584,14 @@ def render_spend_table(report: SpendReport) -> str:
     body = [
         [row.key.get(k, "") for k in group_by] + _spend_cells(row)[:width] for row in report.rows
     ]
-    return _aligned(group_by, header, body, _spend_cells(report.total)[:width])
+    total = _spend_cells(report.total)[:width]
+    local = report.local
+    if local is not None:  # the cost in the tenant's budget currency as well
+        header = [*header, f"cost_{local.code.lower()}"]
+        for cells, row in zip(body, report.rows, strict=True):
+            cells.append(local.amount(row.cost_micros))
+        total = [*total, local.amount(report.total.cost_micros)]
+    return _aligned(group_by, header, body, total)
 
 
 def format_usd_cents(micros: int) -> str:

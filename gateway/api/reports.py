@@ -22,6 +22,7 @@ from gateway.pipeline.stages import presented_key
 from gateway.report_html import build_html_report
 from gateway.reports import (
     BudgetLookup,
+    LocalCurrency,
     SpendQuery,
     build_spend_report,
     no_budgets,
@@ -139,7 +140,8 @@ async def spend_report(request: AnyRequest) -> Response[bytes]:
 
     def build() -> str:
         ledger.flush()
-        report = build_spend_report(ledger, query, zones, budgets=lookup)
+        local = LocalCurrency.of_tenant(board.runtime.tenant(tenant)) if tenant else None
+        report = build_spend_report(ledger, query, zones, budgets=lookup, local=local)
         return render_spend_csv(report) if fmt == "csv" else render_spend_json(report)
 
     # Flushing and reading SQLite block: keep them off the event loop.

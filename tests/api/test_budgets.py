@@ -355,6 +355,23 @@ def test_budgets_in_cny_follow_the_tenants_time_zone(
     key = today("cny", "Asia/Shanghai")
     assert store_totals(gateway, key) == (2 * HELLO_COST_MICROS, 2 * HELLO_COST_MICROS)
 
+    # Finance in Shanghai reads the day in yuan beside the dollars of record.
+    auth = {"authorization": f"Bearer {KEYS['cny']}"}
+    url = gateway.root_url + "/admin/reports/spend"
+    doc = httpx.get(url, params={"tenant": "cny"}, headers=auth, timeout=10).json()
+    assert doc["local_currency"] == {"code": "CNY", "usd_rate": "7.1"}
+    assert doc["time_zone"] == "Asia/Shanghai"
+    cost = 2 * HELLO_COST_MICROS  # 920 µUSD = 0.006532 CNY
+    assert doc["total"]["cost_micros"] == cost
+    assert doc["total"]["cost_local"] == "0.0065"
+    assert doc["budget"]["day"]["limit_local"] == "0.0071"
+    assert doc["budget"]["day"]["used_local"] == "0.0065"
+    csv_text = httpx.get(
+        url, params={"tenant": "cny", "format": "csv"}, headers=auth, timeout=10
+    ).text
+    header = csv_text.splitlines()[0].split(",")
+    assert header[-3:] == ["cost_cny", "large_cost_cny", "savings_cny"]
+
 
 def test_embeddings_are_reserved_and_settled_against_the_budget(
     gateway: GatewayServer, upstream: MockUpstream

@@ -537,3 +537,15 @@ def test_from_after_to_is_refused_with_the_fix() -> None:
 )
 def test_usd_for_people_rounds_half_even_to_the_cent(micros: int, text: str) -> None:
     assert format_usd_cents(micros) == text
+
+
+def test_local_currency_amounts_round_half_even_to_a_ten_thousandth() -> None:
+    from decimal import Decimal
+
+    from gateway.reports import LocalCurrency
+
+    cny = LocalCurrency("CNY", Decimal("7.1"))
+    assert cny.amount(1_000_000) == "7.1000"
+    assert cny.amount(920) == "0.0065"  # 0.006532
+    assert cny.amount(-5) == "0.0000"  # -0.0000355 rounds to zero
+    assert cny.amount(0) == "0.0000"
