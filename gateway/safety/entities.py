@@ -291,33 +291,46 @@ _ZH_PLACES = re.compile(
 )
 # Words a customer puts before an address ("收货地址改成", "寄到", "我住在"): never its start.
 _ZH_LEAD = re.compile(
-    "^(?:收货地址|收件地址|送货地址|配送地址|新地址|地址|改成|改为|换成|寄到|送到|发到|寄往|发往|放在|放到"
+    "^(?:或者|还是|以及|收货地址|收件地址|送货地址|配送地址|新地址|地址|改成|改为|换成|寄到|送到|发到|寄往|发往|放在|放到"
     "|搬到|住在|我住|我在|我家|应该是|就是|现在|已经|麻烦|帮我|请|在|到|是|为|我|住)+"
 )
 _ZH_LEFT_STOP = set("，。！？；：、,.!?;: \n的了吗呢吧啊是在到把给从往我你他她请址住寄送收为搬")
+_ZH_LEFT_STOP |= set("和与及或者")
 _ZH_LEFT_MAX = 24
 
 
+_ZH_MAX_UNITS = 5  # building, unit, floor, room, and one spare: "3号楼2单元12层1201室"
+_ZH_ROAD_CHARS = re.compile("[路街道巷弄]")
+
+
 def _zh_addresses(folded: str) -> Iterator[tuple[int, int]]:
+    last_end = 0
     for anchor in _ZH_ANCHOR.finditer(folded):
+        if anchor.start() < last_end:
+            continue  # inside the address just found
         if anchor.group().startswith(_ZH_ROADS) and not (
             anchor.start() > 0 and "\u4e00" <= folded[anchor.start() - 1] <= "\u9fff"
         ):
             continue
-        start = _zh_address_start(folded, anchor.start())
+        start = _zh_address_start(folded, anchor.start(), last_end)
         if start is None:
             continue
         end = anchor.end()
-        while (unit := _ZH_UNIT.match(folded, end)) is not None:
-            if _ZH_UNIT_STOP.search(unit.group()):  # "88号我5号到家": not a unit
+        for _ in range(_ZH_MAX_UNITS):
+            unit = _ZH_UNIT.match(folded, end)
+            # "88号我5号到家" is not a unit, nor is a second road ("中山路1号中山路2号": two)
+            if unit is None or _ZH_UNIT_STOP.search(unit.group()):
+                break
+            if _ZH_ROAD_CHARS.search(unit.group()):
                 break
             end = unit.end()
+        last_end = end
         yield start, end
 
 
-def _zh_address_start(folded: str, anchor: int) -> int | None:
+def _zh_address_start(folded: str, anchor: int, floor: int = 0) -> int | None:
     left = anchor
-    while left > 0 and anchor - left < _ZH_LEFT_MAX:
+    while left > floor and anchor - left < _ZH_LEFT_MAX:
         ch = folded[left - 1]
         if not ("\u4e00" <= ch <= "\u9fff" or ch.isalnum()) or ch in "，。！？；：、":
             break

@@ -286,3 +286,24 @@ def test_the_labelled_set_meets_the_targets() -> None:
     for kind, (precision, recall) in MASKING_TARGETS.items():
         assert scores[kind].precision >= precision, kind
         assert scores[kind].recall >= recall, kind
+
+
+def test_addresses_side_by_side_are_found_one_by_one() -> None:
+    masked = Masker().mask("寄到人民路5号或者解放路7号，中山路1号和中山路2号")
+    assert masked.text == "寄到[ADDRESS_1]或者[ADDRESS_2]，[ADDRESS_3]和[ADDRESS_4]"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "中山路1号" * 5000,  # once took seconds: every address ran on to the end of the text
+        "1 " * 20000,
+        "a@" * 20000,
+        "+44 1 " * 10000,
+        "(021)" * 10000,
+        ("12 Main " * 3 + "Street ") * 3000,
+    ],
+)
+def test_repetitive_input_is_masked_in_linear_time(text: str) -> None:
+    masked = Masker().mask(text)
+    assert restore(masked.text, masked.placeholders) == text
