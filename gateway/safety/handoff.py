@@ -187,8 +187,9 @@ def _first(
 
 
 def _clause_start(text: str, pos: int) -> int:
-    start = 0
-    for m in _CLAUSE.finditer(text, 0, pos):
+    # a clause longer than 200 characters is not a question about procedure anyway
+    start = max(0, pos - 200)
+    for m in _CLAUSE.finditer(text, start, pos):
         start = m.end()
     return start
 

@@ -174,7 +174,15 @@ def test_a_bad_config_names_the_valid_choices() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["x" * 200_000, "转人工" * 50_000, "fuck " * 20_000, "[PHONE_1] " * 20_000]
+    "text",
+    [
+        "x" * 200_000,
+        "转人工" * 50_000,
+        "fuck " * 20_000,
+        "[PHONE_1] " * 20_000,
+        "how do I dispute a charge, " * 5_000,  # every match checked against its clause
+        "不用转人工，" * 10_000,  # every match negated
+    ],
 )
 def test_very_long_messages_are_handled(text: str) -> None:
     handoff_signals(user(text))
