@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import redis
 
 from gateway.cache.semantic import (
     DiskSemanticStore,
     MemorySemanticStore,
+    RedisSemanticStore,
     SemanticCache,
     SemanticPolicy,
     SemanticStore,
@@ -29,8 +32,33 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["memory", "diskcache"])
+REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+def redis_store() -> Iterator[SemanticStore]:
+    """A Redis store under a key prefix of its own, deleted afterwards; skipped without Redis."""
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5)
+    try:
+        client.ping()
+    except redis.RedisError:
+        client.close()
+        pytest.skip("no Redis on 127.0.0.1:6379 (start redis-server to test the Redis backend)")
+    prefix = f"switchboard-test-{uuid.uuid4().hex}:"
+    backend = RedisSemanticStore(REDIS_URL, prefix)
+    yield backend
+    backend.close()
+    keys = list(client.scan_iter(match=f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture(params=["memory", "diskcache", "redis"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SemanticStore]:
+    """The same tests against every backend."""
+    if request.param == "redis":
+        yield from redis_store()
+        return
     backend: SemanticStore = (
         MemorySemanticStore() if request.param == "memory" else DiskSemanticStore(tmp_path / "sc")
     )
@@ -253,3 +281,30 @@ def test_only_a_bad_verdict_removes_the_served_entry(store: SemanticStore, clock
     assert cache.lookup("shop", "do you ship to canada").hit is not None
     assert apply_verdict(cache, "shop", "req-2", "bad")
     assert cache.lookup("shop", "do you ship to canada").hit is None
+
+
+def test_a_redis_store_is_shared_by_processes_and_keeps_no_raw_values(clock: Clock) -> None:
+    for backend in redis_store():
+        first = make(backend, clock, personalised=True)
+        first.store("shop", "refund order 98765432 to ann@example.com", b"ok")
+        second = make(backend, clock, personalised=True)  # another process: its own index
+        found = second.lookup("shop", "refund order 98765432 to ann@example.com")
+        assert found.hit is not None and found.hit.answer == b"ok"
+        assert second.lookup("other", "refund order 98765432 to ann@example.com").hit is None
+        client = redis.Redis.from_url(REDIS_URL)
+        raw = b"".join(client.dump(k) or b"" for k in client.keys("switchboard-test-*"))
+        client.close()
+        assert raw
+        assert b"98765432" not in raw and b"ann@example.com" not in raw
+
+
+def test_a_redis_that_is_down_makes_misses_not_errors(clock: Clock) -> None:
+    from tests.support.mock_upstream import free_port
+
+    backend = RedisSemanticStore(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.05)
+    cache = make(backend, clock)
+    assert cache.store("shop", "do you ship to canada", b"yes") is not None
+    assert cache.lookup("shop", "do you ship to canada").hit is None
+    assert not cache.invalidate_request("shop", "req")
+    assert cache.purge("shop") == 0
+    backend.close()

@@ -5,7 +5,7 @@
 - ``guards``: what must be equal besides meaning (entities by keyed hash, negation, direction,
   minimal pairs);
 - ``index``: the in-process brute-force cosine index;
-- ``store``: :class:`SemanticStore` and its backends (memory, diskcache);
+- ``store``: :class:`SemanticStore` and its backends (memory, diskcache, Redis);
 - ``commands``: ``gateway cache replay`` and ``gateway cache match``.
 """
 
@@ -13,6 +13,7 @@ from gateway.cache.semantic.cache import Lookup, SemanticCache, SemanticHit, Sem
 from gateway.cache.semantic.store import (
     DiskSemanticStore,
     MemorySemanticStore,
+    RedisSemanticStore,
     SemanticEntry,
     SemanticStore,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "DiskSemanticStore",
     "Lookup",
     "MemorySemanticStore",
+    "RedisSemanticStore",
     "SemanticCache",
     "SemanticEntry",
     "SemanticHit",

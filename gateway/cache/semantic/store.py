@@ -9,8 +9,8 @@ the id of the request whose answer it is; the question's text is not stored.
   process that wants no disk.
 - ``DiskSemanticStore``: diskcache in the data directory (the embedded default, beside the exact
   cache), entries expire in the store too.
-- A Redis backend (for ``state: redis``) fits the same protocol: a hash per tenant; not written
-  yet.
+- ``RedisSemanticStore``: Redis (``state: redis``), so several gateway processes share entries:
+  one key per entry with the entry's TTL, a set of ids per tenant, one key per request link.
 
 Like the exact cache's stores, a backend turns its own failures into a logged miss or a skipped
 write: a broken cache makes the gateway slower, never failing.
@@ -18,6 +18,7 @@ write: a broken cache makes the gateway slower, never failing.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sqlite3
 import threading
@@ -28,10 +29,18 @@ from typing import Protocol
 
 import diskcache
 import msgspec
+import redis
+from redis.exceptions import RedisError
 
 log = logging.getLogger("gateway.cache.semantic")
 
-__all__ = ["DiskSemanticStore", "MemorySemanticStore", "SemanticEntry", "SemanticStore"]
+__all__ = [
+    "DiskSemanticStore",
+    "MemorySemanticStore",
+    "RedisSemanticStore",
+    "SemanticEntry",
+    "SemanticStore",
+]
 
 
 class SemanticEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -202,3 +211,122 @@ class DiskSemanticStore:
 
     def close(self) -> None:
         self._cache.close()
+
+
+_REDIS_ERRORS = (RedisError, OSError, msgspec.DecodeError)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisSemanticStore:
+    """Redis under ``key_prefix``: ``sem:<tenant hash>:e:<id>`` (an entry, expiring with it),
+    ``sem:<tenant hash>:ids`` (the tenant's ids; ids of expired entries are dropped when read) and
+    ``sem:<tenant hash>:r:<request id>`` (a link). The tenant is hashed into the key, so no name
+    can reach into another tenant's keys. Short timeouts: a slow Redis is a miss."""
+
+    def __init__(self, url: str, key_prefix: str = "switchboard:", timeout_s: float = 0.25):
+        self._client = redis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+        self._prefix = key_prefix
+
+    def _base(self, tenant: str) -> str:
+        return f"{self._prefix}sem:{hashlib.sha256(tenant.encode()).hexdigest()[:16]}:"
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        log.warning("semantic cache redis: %s failed (%s: %s)", what, type(exc).__name__, exc)
+
+    def put(self, entry: SemanticEntry) -> None:
+        base = self._base(entry.tenant)
+        ttl_ms = max(1, round((entry.expires_at - entry.stored_at) * 1000))
+        try:
+            pipe = self._client.pipeline()
+            pipe.set(base + "e:" + entry.id, _encode(entry), px=ttl_ms)
+            pipe.sadd(base + "ids", entry.id)
+            pipe.execute()
+        except _REDIS_ERRORS as exc:
+            self._failed("write", exc)
+
+    def get(self, tenant: str, entry_id: str) -> SemanticEntry | None:
+        try:
+            raw = self._client.get(self._base(tenant) + "e:" + entry_id)
+            return _decode(raw) if isinstance(raw, bytes) else None
+        except _REDIS_ERRORS as exc:
+            self._failed("read", exc)
+            return None
+
+    def delete(self, tenant: str, entry_id: str) -> bool:
+        base = self._base(tenant)
+        try:
+            pipe = self._client.pipeline()
+            pipe.delete(base + "e:" + entry_id)
+            pipe.srem(base + "ids", entry_id)
+            deleted, _ = pipe.execute()
+            return bool(deleted)
+        except _REDIS_ERRORS as exc:
+            self._failed("delete", exc)
+            return False
+
+    def entries(self, tenant: str) -> Iterator[SemanticEntry]:
+        base = self._base(tenant)
+        try:
+            ids = sorted(_text(i) for i in self._client.smembers(base + "ids"))
+        except _REDIS_ERRORS as exc:
+            self._failed("scan", exc)
+            return
+        for start in range(0, len(ids), 500):
+            batch = ids[start : start + 500]
+            try:
+                values = self._client.mget([base + "e:" + i for i in batch])
+            except _REDIS_ERRORS as exc:
+                self._failed("read", exc)
+                return
+            gone = [i for i, raw in zip(batch, values, strict=True) if raw is None]
+            if gone:
+                try:
+                    self._client.srem(base + "ids", *gone)
+                except _REDIS_ERRORS as exc:
+                    self._failed("write", exc)
+            for raw in values:
+                if isinstance(raw, bytes):
+                    try:
+                        yield _decode(raw)
+                    except msgspec.DecodeError:
+                        log.warning("semantic cache redis: unreadable entry skipped")
+
+    def purge(self, tenant: str) -> int:
+        base = self._base(tenant)
+        try:
+            ids = [_text(i) for i in self._client.smembers(base + "ids")]
+            keys = [base + "e:" + i for i in ids]
+            values = self._client.mget(keys) if keys else []
+            live = sum(1 for value in values if value is not None)
+            links = list(self._client.scan_iter(match=base + "r:*", count=1000))
+            if keys or links:
+                self._client.delete(*keys, *links)
+            self._client.delete(base + "ids")
+            return live
+        except _REDIS_ERRORS as exc:
+            self._failed("purge", exc)
+            return 0
+
+    def link(self, tenant: str, request_id: str, entry_id: str, ttl_s: float) -> None:
+        try:
+            self._client.set(
+                self._base(tenant) + "r:" + request_id, entry_id, px=max(1, round(ttl_s * 1000))
+            )
+        except _REDIS_ERRORS as exc:
+            self._failed("write", exc)
+
+    def linked(self, tenant: str, request_id: str) -> str | None:
+        try:
+            value = self._client.get(self._base(tenant) + "r:" + request_id)
+        except _REDIS_ERRORS as exc:
+            self._failed("read", exc)
+            return None
+        return value.decode() if isinstance(value, bytes) else None
+
+    def close(self) -> None:
+        self._client.close()
