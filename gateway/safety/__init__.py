@@ -5,6 +5,7 @@ Plain functions and classes, no I/O: a pipeline stage builds a :class:`Masker` a
 :class:`HandoffConfig` per tenant and calls them (docs/safety.md).
 """
 
+from gateway.safety.config import MaskingConfig
 from gateway.safety.entities import CHECKSUM_TYPES, ENTITY_TYPES, Entity, find_entities
 from gateway.safety.handoff import (
     SIGNALS,
@@ -33,6 +34,7 @@ __all__ = [
     "HandoffConfig",
     "HandoffSignal",
     "Masked",
+    "MaskingConfig",
     "MaskedTexts",
     "Masker",
     "Restorer",

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from gateway.safety import Masker, find_entities, restore, tenant_secret
+from gateway.safety import Masker, MaskingConfig, find_entities, restore, tenant_secret
 from gateway.safety.checksums import cn_id_valid, iban_valid, luhn_valid
 from gateway.safety.evaluation import MASKING_TARGETS, evaluate_masking
 
@@ -307,3 +308,16 @@ def test_addresses_side_by_side_are_found_one_by_one() -> None:
 def test_repetitive_input_is_masked_in_linear_time(text: str) -> None:
     masked = Masker().mask(text)
     assert restore(masked.text, masked.placeholders) == text
+
+
+def test_masking_config_validates_and_builds_the_tenants_masker() -> None:
+    config = msgspec.convert({"enabled": True, "types": ["phone", "email"]}, MaskingConfig)
+    masker = config.masker(tenant_secret(b"master", "acme"))
+    masked = masker.mask("call 13812345678, card 4111 1111 1111 1111")
+    assert masked.text == "call [PHONE_1], card 4111 1111 1111 1111"
+    assert set(masked.value_hashes) == {"[PHONE_1]"}
+    with pytest.raises(msgspec.ValidationError, match="unknown masking type.*passport"):
+        msgspec.convert({"types": ["passport"]}, MaskingConfig)
+    with pytest.raises(msgspec.ValidationError, match="unknown field"):
+        msgspec.convert({"enable": True}, MaskingConfig)
+    assert MaskingConfig().enabled is False and MaskingConfig().exempt_small_tier
