@@ -16,7 +16,9 @@ intent fits best, not whether any does: with a low threshold (an easy set of int
 about the weather can get an approved answer. So the model also keeps its examples' vectors, and
 abstains when the text is further from every example of the chosen intent than ``support_floor``
 (the cosine below which only 1% of the training examples fall, each measured against the other
-examples of its intent). The file
+examples of its intent), and when the question's negation or direction (``guards.polarity``)
+differs from that of the nearest example: "I don't want a refund" is close to "I want a refund",
+and must not get the refund answer. The file
 stores, besides the arrays, a JSON ``meta`` record: classes, vocabulary, threshold, the
 cross-validated coverage and error, the feature set and embedder names, and a fingerprint of the
 examples it was trained on.
@@ -35,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.answers.features import FEATURE_SET, grams
+from gateway.cache.semantic.guards import Polarity, polarity, polarity_conflict
 from gateway.embedder import Embedder, default_embedder
 
 __all__ = ["IntentModel", "ModelFileError", "Prediction"]
@@ -56,6 +59,7 @@ class Prediction:
     runner_up: str | None
     runner_up_confidence: float
     support: float | None = None  # cosine to the nearest example of ``best``
+    refused: str | None = None  # why intent is None: threshold, support, negation, ...
 
 
 class IntentModel:
@@ -74,6 +78,7 @@ class IntentModel:
         example_vectors: npt.NDArray[np.float32] | None = None,
         class_offsets: npt.NDArray[np.int64] | None = None,
         support_floor: float | None = None,
+        example_polarity: list[Polarity] | None = None,
     ) -> None:
         self.classes = classes
         self.vocabulary = vocabulary
@@ -88,6 +93,7 @@ class IntentModel:
         self.example_vectors = example_vectors
         self.class_offsets = class_offsets
         self.support_floor = support_floor
+        self.example_polarity = example_polarity
 
     @property
     def embedder(self) -> Embedder:
@@ -132,14 +138,33 @@ class IntentModel:
         best = int(order[0])
         second = int(order[1]) if len(order) > 1 else None
         confidence = float(probs[best])
-        answered = confidence >= self.threshold and bool(text.strip())
+        refused = None
+        if not text.strip():
+            refused = "no text"
+        elif confidence < self.threshold:
+            refused = "below threshold"
         support = None
         examples, offsets = self.example_vectors, self.class_offsets
         if vector is not None and examples is not None and offsets is not None:
             rows = examples[offsets[best] : offsets[best + 1]]
-            support = float((rows @ vector).max()) if len(rows) else 0.0
-            if self.support_floor is not None and support < self.support_floor:
-                answered = False
+            sims = rows @ vector
+            nearest = int(sims.argmax()) if len(rows) else -1
+            support = float(sims[nearest]) if len(rows) else 0.0
+            if refused is None and self.support_floor is not None and support < self.support_floor:
+                refused = "far from every example"
+            if refused is None and self.example_polarity is not None and nearest >= 0:
+                # Some example of the intent as close as the floor must say it the same way:
+                # negated or not, the same direction.
+                asked = polarity(text)
+                start = int(offsets[best])
+                floor = self.support_floor if self.support_floor is not None else -1.0
+                close = [i for i in np.argsort(-sims) if sims[i] >= floor]
+                conflicts = [
+                    polarity_conflict(asked, self.example_polarity[start + int(i)]) for i in close
+                ]
+                if conflicts and all(c is not None for c in conflicts):
+                    refused = conflicts[0]
+        answered = refused is None
         return Prediction(
             intent=self.classes[best] if answered else None,
             best=self.classes[best],
@@ -147,6 +172,7 @@ class IntentModel:
             runner_up=self.classes[second] if second is not None else None,
             runner_up_confidence=float(probs[second]) if second is not None else 0.0,
             support=support,
+            refused=refused,
         )
 
     # --- files ---------------------------------------------------------------------------------
@@ -160,6 +186,11 @@ class IntentModel:
             "vocabulary": self.vocabulary,
             "threshold": self.threshold,
             "support_floor": self.support_floor,
+            "example_polarity": (
+                None
+                if self.example_polarity is None
+                else [[negated, sorted(poles)] for negated, poles in self.example_polarity]
+            ),
         }
         extra: dict[str, Any] = {}
         if self.example_vectors is not None and self.class_offsets is not None:
@@ -215,11 +246,20 @@ class IntentModel:
             classes=list(meta["classes"]),
             vocabulary=dict(meta["vocabulary"]),
             threshold=float(meta["threshold"]),
-            meta={k: v for k, v in meta.items() if k not in ("classes", "vocabulary")},
+            meta={
+                k: v
+                for k, v in meta.items()
+                if k not in ("classes", "vocabulary", "example_polarity")
+            },
             embedder=embedder,
             example_vectors=examples,
             class_offsets=offsets,
             support_floor=meta.get("support_floor"),
+            example_polarity=(
+                None
+                if meta.get("example_polarity") is None
+                else [(bool(n), frozenset(d)) for n, d in meta["example_polarity"]]
+            ),
             **arrays,
         )
         if arrays["coef_vector"].shape[0] and embedder is not None:

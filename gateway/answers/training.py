@@ -29,6 +29,7 @@ import numpy.typing as npt
 
 from gateway.answers.features import FEATURE_SET, grams
 from gateway.answers.model import IntentModel
+from gateway.cache.semantic.guards import polarity
 from gateway.embedder import Embedder, default_embedder
 
 __all__ = ["Example", "TrainingError", "choose_threshold", "fingerprint", "train"]
@@ -79,13 +80,15 @@ def choose_threshold(
 
 def support(
     vectors: npt.NDArray[np.float32], labels: npt.NDArray[Any], classes: Sequence[str]
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], float]:
-    """Examples' vectors sorted by class, the class offsets, and the support floor: the
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], float, npt.NDArray[np.int64]]:
+    """Examples' vectors sorted by class, the class offsets, the support floor (the
     ``SUPPORT_QUANTILE`` quantile of each example's cosine to its nearest other example of the
-    same intent."""
-    blocks, offsets, nearest = [], [0], []
+    same intent), and the examples' indices in that order."""
+    blocks, offsets, nearest, order = [], [0], [], []
     for name in classes:
-        block = vectors[labels == name]
+        members = np.nonzero(labels == name)[0]
+        order.extend(members.tolist())
+        block = vectors[members]
         blocks.append(block)
         offsets.append(offsets[-1] + len(block))
         if len(block) > 1:
@@ -93,7 +96,12 @@ def support(
             np.fill_diagonal(sims, -np.inf)
             nearest.extend(sims.max(axis=1).tolist())
     floor = float(np.quantile(nearest, SUPPORT_QUANTILE)) if nearest else -1.0
-    return np.vstack(blocks), np.asarray(offsets, dtype=np.int64), floor
+    return (
+        np.vstack(blocks),
+        np.asarray(offsets, dtype=np.int64),
+        floor,
+        np.asarray(order, dtype=np.int64),
+    )
 
 
 def _fit(
@@ -175,7 +183,8 @@ def train(
         coef = np.hstack([np.zeros_like(coef), coef])
         intercept = np.concatenate([np.zeros(1, dtype=np.float32), intercept])
     classes = [str(c) for c in classifier.classes_]
-    example_vectors, class_offsets, floor = support(vectors, labels, classes)
+    example_vectors, class_offsets, floor, order = support(vectors, labels, classes)
+    polarities = [polarity(texts[i]) for i in order]
     meta = {
         "feature_set": FEATURE_SET,
         "support_quantile": SUPPORT_QUANTILE,
@@ -205,4 +214,5 @@ def train(
         example_vectors=example_vectors,
         class_offsets=class_offsets,
         support_floor=floor,
+        example_polarity=polarities,
     )

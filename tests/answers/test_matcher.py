@@ -193,8 +193,19 @@ def test_support_is_the_floor_of_the_examples_own_nearest_neighbours() -> None:
     from gateway.answers.training import support
 
     vectors = np.array([[1, 0], [0.8, 0.6], [0, 1], [0.6, 0.8]], dtype=np.float32)
-    labels = np.array(["a", "a", "b", "b"])
-    examples, offsets, floor = support(vectors, labels, ["a", "b"])
-    assert offsets.tolist() == [0, 2, 4]
-    assert np.allclose(examples[2:], vectors[2:])
+    labels = np.array(["b", "a", "a", "b"])
+    vectors = vectors[[2, 0, 1, 3]]  # given in another order than the classes
+    examples, offsets, floor, order = support(vectors, labels, ["a", "b"])
+    assert offsets.tolist() == [0, 2, 4] and order.tolist() == [1, 2, 0, 3]
+    assert np.allclose(examples, [[1, 0], [0.8, 0.6], [0, 1], [0.6, 0.8]])
     assert floor == pytest.approx(0.8)
+
+
+def test_a_negated_question_does_not_get_the_answer_its_examples_approve(
+    model: IntentModel,
+) -> None:
+    assert model.predict("I want to return my shoes").intent == "return_policy"
+    refused = model.predict("I don't want to return my shoes")
+    assert refused.intent is None and refused.refused == "negation"
+    # a negation about the asker is not one
+    assert model.predict("I don't know how to return my shoes").intent == "return_policy"

@@ -12,7 +12,8 @@ card", order 1001 and order 1002 all land close together. So every request gets 
   order 1002" are close in meaning and told apart by the guard.
 * **negation**: the parity of negation cues (not, never, don't, 不, 没, 别, 无法, ...), after
   removing the cues that do not negate (Chinese A-not-A questions like 能不能 / 有没有, 不好意思,
-  非常, 是否, ...). Odd against even: refused.
+  非常, 是否, ...; "I don't know how to", "not sure", "can't find", which are about the
+  asker). Odd against even: refused.
 * **direction**: which poles of a few opposing action pairs the text names (add/remove,
   open/close (subscribe/unsubscribe, cancel/restore), increase/decrease, lock/unlock,
   deposit/withdraw, praise/complain; 开通/关闭, 添加/删除, 涨/降, ...). Refused when both texts
@@ -37,7 +38,16 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-__all__ = ["Signature", "conflict", "mask", "signature", "tenant_key"]
+__all__ = [
+    "Polarity",
+    "Signature",
+    "conflict",
+    "mask",
+    "polarity",
+    "polarity_conflict",
+    "signature",
+    "tenant_key",
+]
 
 # --- entities ----------------------------------------------------------------------------------
 
@@ -80,6 +90,12 @@ _EN_NEGATION = frozenset(
 )
 # English words (apostrophes dropped first, so "don't" is "dont").
 _EN_WORD = re.compile(r"[a-z]+")
+# English phrases whose negation is about the asker, not the request: "I don't know how to
+# cancel" asks how to cancel, as "I'm not sure where my parcel is" asks where it is.
+_EN_NOT_NEGATION = re.compile(
+    r"\b(?:do not|dont|did not|didnt|not|cannot|cant|could not|couldnt)\s+"
+    r"(?:know|sure|remember|understand|figure out|find|locate)\b|\bno idea\b"
+)
 # Chinese negation characters and words; removed first: what only looks like negation.
 _ZH_NOT_NEGATION = re.compile(
     r"(.)[不没]\1"  # A-not-A questions: 能不能, 是不是, 有没有, 可不可以
@@ -90,7 +106,8 @@ _ZH_NEGATION = re.compile(r"不|没|别|未|无|非|勿|莫|甭")
 
 
 def _negations(text: str) -> int:
-    words = _EN_WORD.findall(text.replace("'", "").replace("’", ""))
+    english = _EN_NOT_NEGATION.sub(" ", text.replace("'", "").replace("’", ""))
+    words = _EN_WORD.findall(english)
     count = sum(1 for w in words if w in _EN_NEGATION or w.endswith("nt") and w[:-2] in _NT)
     count += len(_ZH_NEGATION.findall(_ZH_NOT_NEGATION.sub(" ", text)))
     return count
@@ -296,16 +313,41 @@ def conflict(a: Signature, b: Signature) -> str | None:
     ``minimal pair``), or None."""
     if a.entities != b.entities:
         return "entities"
-    if a.negated != b.negated:
-        return "negation"
-    if a.directions != b.directions:
-        axes_a = {d.split(":")[0] for d in a.directions}
-        axes_b = {d.split(":")[0] for d in b.directions}
-        for axis in axes_a & axes_b:
-            if {d for d in a.directions if d.startswith(axis + ":")} != {
-                d for d in b.directions if d.startswith(axis + ":")
-            }:
-                return "direction"
+    why = polarity_conflict((a.negated, a.directions), (b.negated, b.directions))
+    if why is not None:
+        return why
     if _minimal_pair(list(a.tokens), list(b.tokens)):
         return "minimal pair"
+    return None
+
+
+# --- polarity alone (approved answers) ------------------------------------------------------------
+
+Polarity = tuple[bool, frozenset[str]]
+
+
+def polarity(text: str) -> Polarity:
+    """Is the text negated, and which direction poles does it name: what a question and the
+    example an approved answer was matched by must share ("I don't want a refund" is not
+    matched by "I want a refund")."""
+    masked = mask(normalise(text))
+    return _negations(masked) % 2 == 1, _directions(masked)
+
+
+def _direction_conflict(a: frozenset[str], b: frozenset[str]) -> bool:
+    if a == b:
+        return False
+    axes = {d.split(":")[0] for d in a} & {d.split(":")[0] for d in b}
+    return any(
+        {d for d in a if d.startswith(axis + ":")} != {d for d in b if d.startswith(axis + ":")}
+        for axis in axes
+    )
+
+
+def polarity_conflict(a: Polarity, b: Polarity) -> str | None:
+    """``negation`` or ``direction`` when the two differ so, else None."""
+    if a[0] != b[0]:
+        return "negation"
+    if _direction_conflict(a[1], b[1]):
+        return "direction"
     return None
