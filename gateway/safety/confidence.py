@@ -1,0 +1,136 @@
+"""How sure the small tier was of an answer: the cascade's escalation decision.
+
+The cascade lets the small tier answer first and asks the large tier only when the small answer
+looks unsure. An answer is judged on what the gateway sees without another model call:
+
+* token log-probabilities (llama.cpp always gives them; an OpenAI-compatible server does when
+  asked with ``logprobs: true``): the mean over the answer, and the share of tokens the model
+  itself found unlikely (below ``low_token_logprob``), which catches a confident start that
+  trails off into guessing;
+* hedging and refusal phrases, English and Chinese ("I'm not sure", "as an AI", "我不确定",
+  "无法回答");
+* truncation (``finish_reason: length``: the answer was cut at the output cap) and an empty
+  answer;
+* degenerate repetition (the same short phrase over and over, a small model's failure mode).
+
+Each signal subtracts from 1.0; the answer escalates when the result is below the tenant's
+``threshold``. The reasons name every signal that fired, for the ledger and the headers.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+from gateway.tiers.base import TokenLogprob
+
+Share = Annotated[float, Meta(ge=0.0, le=1.0)]
+
+# Phrases an unsure or refusing model uses; matched case-insensitively anywhere in the answer.
+_HEDGES_EN = (
+    r"\bi(?:'m| am) not (?:sure|certain)\b",
+    r"\bi do(?:n't| not) know\b",
+    r"\bi(?:'m| am) unable to\b",
+    r"\bi can(?:'t|not) (?:help|answer|provide|assist|access|determine)\b",
+    r"\bas an ai\b",
+    r"\bas a (?:chatbot|language model|virtual assistant)\b",
+    r"\bsorry for any confusion\b",
+    r"\bi do(?:n't| not) have (?:access|information|enough)\b",
+    r"\bit(?:'s| is) (?:hard|difficult|impossible) to (?:say|know|tell)\b",
+    r"\bi(?:'m| am) sorry, but\b",
+    r"\bplease (?:contact|consult|check with)\b",
+    r"\bi (?:think|believe|guess) (?:it )?(?:might|may|could)\b",
+)
+_HEDGES_ZH = (
+    "我不确定",
+    "我不知道",
+    "无法回答",
+    "无法确定",
+    "不太清楚",
+    "作为一个人工智能",
+    "作为AI",
+    "抱歉，我无法",
+    "我没有办法",
+)
+_HEDGE = re.compile("|".join(_HEDGES_EN) + "|" + "|".join(map(re.escape, _HEDGES_ZH)), re.I)
+
+
+class CascadeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``tenants.NAME.cascade``: the small tier answers first, the large one when it is unsure."""
+
+    enabled: bool = False
+    # Escalate when the confidence is below this (1.0 = everything escalates, 0 = nothing).
+    threshold: Share = 0.5
+    # A token below this log-probability (e^-2.3 ≈ 10%) counts as one the model guessed.
+    low_token_logprob: float = -2.3
+    # Streaming: hold up to this many tokens of the small answer before deciding; past it the
+    # stream is sent as it is (it can no longer be taken back).
+    stream_buffer_tokens: Annotated[int, Meta(ge=0, le=4096)] = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Confidence:
+    score: float
+    reasons: tuple[str, ...]
+    mean_logprob: float | None = None
+    low_token_share: float | None = None
+
+    def escalate(self, threshold: float) -> bool:
+        return self.score < threshold
+
+
+def _repetitive(text: str) -> bool:
+    """A degenerate loop: a longer answer made of very few distinct words, or one 3-word
+    phrase making up most of it."""
+    words = [w.strip(".,;:!?\"'").casefold() for w in text.split()]
+    if len(words) < 12:
+        return False
+    if len(set(words)) <= len(words) * 0.3:
+        return True
+    trigrams = [" ".join(words[i : i + 3]) for i in range(len(words) - 2)]
+    most = max(trigrams.count(t) for t in set(trigrams[:40]))
+    return most * 3 >= len(words) * 0.5
+
+
+def judge(
+    text: str,
+    logprobs: Sequence[TokenLogprob] | None,
+    finish_reason: str | None,
+    config: CascadeConfig,
+) -> Confidence:
+    """The confidence of one small-tier answer and the signals that lowered it."""
+    score = 1.0
+    reasons: list[str] = []
+    stripped = text.strip()
+    if not stripped:
+        return Confidence(0.0, ("empty answer",))
+    if finish_reason == "length":
+        score -= 0.5
+        reasons.append("cut at the output cap")
+    hedge = _HEDGE.search(stripped)
+    if hedge is not None:
+        score -= 0.6
+        reasons.append(f"hedges: {hedge.group(0)!r}")
+    if _repetitive(stripped):
+        score -= 0.6
+        reasons.append("repeats itself")
+    mean = low = None
+    values = [lp.logprob for lp in logprobs or () if math.isfinite(lp.logprob)]
+    if values:
+        mean = sum(values) / len(values)
+        low = sum(1 for v in values if v < config.low_token_logprob) / len(values)
+        # A mean of -0.3 (74% average token probability) costs nothing; -1.5 costs 0.6.
+        penalty = min(0.6, max(0.0, (-mean - 0.3) * 0.5))
+        if penalty > 0:
+            score -= penalty
+            reasons.append(f"mean token logprob {mean:.2f}")
+        if low > 0.2:
+            score -= min(0.4, (low - 0.2) * 2)
+            reasons.append(f"{low:.0%} of tokens guessed")
+    return Confidence(max(0.0, min(1.0, score)), tuple(reasons), mean, low)
