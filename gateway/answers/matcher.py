@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.answers.file import PLACEHOLDER, AnswersFile, load_answers
-from gateway.answers.model import IntentModel
+from gateway.answers.model import IntentModel, Prediction
 from gateway.answers.training import Example, fingerprint
 from gateway.embedder import Embedder
 
@@ -87,6 +87,12 @@ class ApprovedAnswers:
 
     def tenant(self, tenant: str) -> TenantAnswers | None:
         return self._tenants.get(tenant)
+
+    def predict(self, tenant: str, last_user_text: str) -> Prediction | None:
+        """The matcher's whole verdict (best intent, confidence, why it abstained) for headers
+        and logs; None when the tenant has no approved answers."""
+        loaded = self._tenants.get(tenant)
+        return None if loaded is None else loaded.model.predict(last_user_text)
 
     def match(self, tenant: str, last_user_text: str) -> Match | None:
         """The approved answer for this message, or None (no answers for the tenant, no text,

@@ -117,6 +117,14 @@ def test_match_returns_the_approved_answer_with_its_placeholders(
     assert match.render({}) == match.answer
 
 
+def test_predict_says_why_the_matcher_abstained(approved: tuple[Path, Path]) -> None:
+    answers = ApprovedAnswers({"shop": TenantAnswers.load(*approved)})
+    assert answers.predict("nobody", "hi") is None
+    verdict = answers.predict("shop", "I don't want to return my shoes")
+    assert verdict is not None and verdict.intent is None and verdict.refused == "negation"
+    assert answers.match("shop", "I don't want to return my shoes") is None
+
+
 def test_no_answers_for_another_tenant_or_an_empty_message(approved: tuple[Path, Path]) -> None:
     answers = ApprovedAnswers({"shop": TenantAnswers.load(*approved)})
     assert answers.match("other-shop", "where is my parcel") is None
