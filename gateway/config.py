@@ -34,9 +34,11 @@ from gateway.pricing import (
     UnknownModelPrice,
     litellm_context_window,
 )
+from gateway.safety.config import SafetyConfig
 
 TIER_NAMES: tuple[str, ...] = ("small", "large")
-ROUTE_NAMES: tuple[str, ...] = ("cache", *TIER_NAMES)
+# "handoff": answered by the gateway with a tenant's approved holding text (docs/safety.md).
+ROUTE_NAMES: tuple[str, ...] = ("cache", "handoff", *TIER_NAMES)
 AUTO = "auto"
 
 NonEmpty = Annotated[str, Meta(min_length=1)]
@@ -328,6 +330,8 @@ class TenantConfig(_Strict, frozen=True):
     budget: BudgetConfig | None = None
     # Requests and tokens per minute, per key and per tenant; unset: unlimited.
     rate_limits: RateLimitsConfig | None = None
+    # Privacy masking before a hosted tier and human handoff (docs/safety.md); both off.
+    safety: SafetyConfig = SafetyConfig()
 
     def __post_init__(self) -> None:
         try:
@@ -679,6 +683,13 @@ def _check(config: GatewayConfig, source: str) -> PriceTable:
             raise fail(
                 f"$.tenants.{tenant}.baseline_tier",
                 f"tier {tc.baseline_tier!r} is not configured; known tiers: {known_tiers}",
+            )
+        if tc.safety.handoff.enabled and tc.safety.handoff.action == "large" and (
+            "large" not in tiers
+        ):
+            raise fail(
+                f"$.tenants.{tenant}.safety.handoff.action",
+                "`large` needs a large tier under `tiers`; use `none` or `answer`",
             )
         if tc.budget is not None:
             tier_models = sorted({t.model for t in tiers.values()})

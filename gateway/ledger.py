@@ -76,6 +76,8 @@ class LedgerRecord:
     request_text: str | None = None  # only when the tenant's config allows storing it
     # Tiers that failed before the one that answered (fallbacks), e.g. "small: 503 upstream...".
     attempts: tuple[str, ...] = ()
+    # The human-handoff signal of the request ("legal_threat", "intent:refund_dispute"), if any.
+    handoff: str | None = None
 
     @property
     def savings_micros(self) -> int:
@@ -112,6 +114,7 @@ class SummaryRow:
     completion_tokens: int
     cost_micros: int
     large_cost_micros: int
+    handoffs: int = 0  # requests with a human-handoff signal
 
     @property
     def savings_micros(self) -> int:
@@ -291,6 +294,16 @@ MIGRATIONS: list[tuple[str, str]] = [
         "0008_stream_cursors",
         "CREATE TABLE stream_cursors (name TEXT PRIMARY KEY, position TEXT NOT NULL)",
     ),
+    (
+        # The human-handoff signal of a request (docs/safety.md); NULL: none.
+        "0009_add_requests_handoff",
+        "ALTER TABLE requests ADD COLUMN handoff TEXT",
+    ),
+    (
+        # Handoffs counted in the rolled-up days too, so reports show them after pruning.
+        "0010_add_daily_aggregates_handoffs",
+        "ALTER TABLE daily_aggregates ADD COLUMN handoffs INTEGER NOT NULL DEFAULT 0",
+    ),
 ]
 
 # SQL expression per group_by column. Values are TEXT so that keys compare and print uniformly.
@@ -315,7 +328,8 @@ SPEND_COLUMNS: tuple[str, ...] = (*_SPEND_EXPRESSIONS, "day")
 _RAW_SUMS = (
     "COUNT(*), COALESCE(SUM(status >= 400), 0), COALESCE(SUM(cache_hit), 0), "
     "COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), "
-    "COALESCE(SUM(cost_micros), 0), COALESCE(SUM(large_cost_micros), 0)"
+    "COALESCE(SUM(cost_micros), 0), COALESCE(SUM(large_cost_micros), 0), "
+    "COALESCE(SUM(handoff IS NOT NULL), 0)"
 )
 _ROLLED_SUMS = ", ".join(
     f"COALESCE(SUM({c}), 0)"
@@ -327,6 +341,7 @@ _ROLLED_SUMS = ", ".join(
         "completion_tokens",
         "cost_micros",
         "large_cost_micros",
+        "handoffs",
     )
 )
 _ROLL_UP_SELECT = (
@@ -337,8 +352,8 @@ _ROLL_UP_SELECT = (
 _ROLL_UP_UPSERT = """
     INSERT INTO daily_aggregates (
         tenant, day, time_zone, start_us, route, model, end_user, status_class, requests, errors,
-        cache_hits, prompt_tokens, completion_tokens, cost_micros, large_cost_micros
-    ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        cache_hits, prompt_tokens, completion_tokens, cost_micros, large_cost_micros, handoffs
+    ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (tenant, day, route, model, end_user, status_class) DO UPDATE SET
         requests = requests + excluded.requests,
         errors = errors + excluded.errors,
@@ -346,7 +361,8 @@ _ROLL_UP_UPSERT = """
         prompt_tokens = prompt_tokens + excluded.prompt_tokens,
         completion_tokens = completion_tokens + excluded.completion_tokens,
         cost_micros = cost_micros + excluded.cost_micros,
-        large_cost_micros = large_cost_micros + excluded.large_cost_micros
+        large_cost_micros = large_cost_micros + excluded.large_cost_micros,
+        handoffs = handoffs + excluded.handoffs
 """
 _DAY_US = 86_400_000_000
 _EPOCH_DAY = date(1970, 1, 1)
@@ -354,10 +370,10 @@ _EPOCH_DAY = date(1970, 1, 1)
 _COLUMNS = (
     "request_id, ts_us, tenant, requested_model, route, model, prompt_tokens, completion_tokens, "
     "cost_micros, large_cost_micros, latency_ms, status, stream, cache_hit, usage_estimated, "
-    "error_code, end_user, reasons, features, request_text, attempts"
+    "error_code, end_user, reasons, features, request_text, attempts, handoff"
 )
 LEDGER_COLUMNS: tuple[str, ...] = tuple(c.strip() for c in _COLUMNS.split(","))
-_INSERT = f"INSERT INTO requests ({_COLUMNS}) VALUES ({', '.join('?' * 21)})"
+_INSERT = f"INSERT INTO requests ({_COLUMNS}) VALUES ({', '.join('?' * len(LEDGER_COLUMNS))})"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
@@ -400,6 +416,7 @@ def _to_row(rec: LedgerRecord) -> tuple[Any, ...]:
         json.dumps(dict(rec.features), ensure_ascii=False, default=str),
         rec.request_text,
         json.dumps(list(rec.attempts), ensure_ascii=False),
+        rec.handoff,
     )
 
 
@@ -426,6 +443,7 @@ def _from_row(row: Sequence[Any]) -> LedgerRecord:
         features=json.loads(row[18]),
         request_text=row[19],
         attempts=tuple(json.loads(row[20])),
+        handoff=row[21],
     )
 
 
@@ -687,6 +705,7 @@ class SqliteLedger:
                 "COALESCE(SUM(completion_tokens), 0)",
                 "COALESCE(SUM(cost_micros), 0)",
                 "COALESCE(SUM(large_cost_micros), 0)",
+                "COALESCE(SUM(handoff IS NOT NULL), 0)",
             ]
         )
         sql = f"SELECT {select} FROM requests WHERE {where}"
@@ -710,6 +729,7 @@ class SqliteLedger:
                     completion_tokens=row[n + 4],
                     cost_micros=row[n + 5],
                     large_cost_micros=row[n + 6],
+                    handoffs=row[n + 7],
                 )
             )
         return result
@@ -755,6 +775,7 @@ class SqliteLedger:
                 completion_tokens=row.completion_tokens,
                 cost_micros=row.cost_micros,
                 large_cost_micros=row.large_cost_micros,
+                handoffs=row.handoffs,
             )
             for row in rows
         ]
@@ -864,6 +885,7 @@ class SqliteLedger:
                     completion_tokens=row[n + 4],
                     cost_micros=row[n + 5],
                     large_cost_micros=row[n + 6],
+                    handoffs=row[n + 7],
                 )
             )
         return result

@@ -80,6 +80,7 @@ def build_report(
         completion_tokens=sum(r.completion_tokens for r in rows),
         cost_micros=sum(r.cost_micros for r in rows),
         large_cost_micros=sum(r.large_cost_micros for r in rows),
+        handoffs=sum(r.handoffs for r in rows),
     )
     return Report(query=query, group_by=group, rows=rows, total=total)
 
@@ -229,7 +230,14 @@ _SPEND_COLUMN: dict[str, str] = {
     "tenant": "tenant",
     "status_class": "status_class",
 }
-_SPEND_COUNTS = ("requests", "errors", "cache_hits", "input_tokens", "output_tokens")
+_SPEND_COUNTS = (
+    "requests",
+    "errors",
+    "cache_hits",
+    "input_tokens",
+    "output_tokens",
+    "handoffs",
+)
 _ONE_US = timedelta(microseconds=1)
 _SCAN_SHARE = 1 / 3
 
@@ -400,7 +408,7 @@ def build_spend_report(
                 )
         for part in parts:
             key = tuple(_group_value(name, part.key) for name in query.group_by)
-            acc = sums.setdefault(key, [0] * 7)
+            acc = sums.setdefault(key, [0] * len(_METRICS))
             for i, value in enumerate(_metrics(part)):
                 acc[i] += value
     rows = [
@@ -446,21 +454,26 @@ def _group_value(name: str, key: Mapping[str, str]) -> str:
     return value[:7] if name == "month" else value
 
 
+# SummaryRow's counts in its field order (after ``key``).
+_METRICS = (
+    "requests",
+    "errors",
+    "cache_hits",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_micros",
+    "large_cost_micros",
+    "handoffs",
+)
+
+
 def _metrics(row: SummaryRow) -> tuple[int, ...]:
-    return (
-        row.requests,
-        row.errors,
-        row.cache_hits,
-        row.prompt_tokens,
-        row.completion_tokens,
-        row.cost_micros,
-        row.large_cost_micros,
-    )
+    return tuple(getattr(row, name) for name in _METRICS)
 
 
 def _summary(key: dict[str, str], values: Sequence[int]) -> SummaryRow:
     if not values:
-        values = [0] * 7
+        values = [0] * len(_METRICS)
     return SummaryRow(key, *values)
 
 
@@ -473,7 +486,14 @@ def _spend_money(row: SummaryRow) -> list[tuple[str, int]]:
 
 
 def _spend_counts(row: SummaryRow) -> list[int]:
-    return [row.requests, row.errors, row.cache_hits, row.prompt_tokens, row.completion_tokens]
+    return [
+        row.requests,
+        row.errors,
+        row.cache_hits,
+        row.prompt_tokens,
+        row.completion_tokens,
+        row.handoffs,
+    ]
 
 
 def spend_row_json(

@@ -10,9 +10,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.config import GatewayConfig, LoadedConfig, TenantConfig, TierConfig, UpstreamConfig
+from gateway.config import (
+    ConfigError,
+    GatewayConfig,
+    LoadedConfig,
+    TenantConfig,
+    TierConfig,
+    UpstreamConfig,
+)
 from gateway.keys import KeyRing, build_keyring
 from gateway.ledger import Ledger
+from gateway.pipeline.masking import TenantMasking, build_tenant_masking
 from gateway.pricing import PriceTable
 from gateway.routing.classifier import DifficultyClassifier, default_classifier
 from gateway.routing.health import TierHealth
@@ -35,6 +43,8 @@ class Runtime:
     embeddings: OpenAICompatibleTier | None = None
     # Outcomes of tier calls; carried over to the next runtime on reload.
     health: TierHealth = field(default_factory=TierHealth)
+    # Per tenant that masks personal values (safety.masking.enabled): its masker.
+    masking: Mapping[str, TenantMasking] = field(default_factory=dict)
 
     @property
     def config(self) -> GatewayConfig:
@@ -137,6 +147,10 @@ def build_runtime(
     health: TierHealth | None = None,
 ) -> Runtime:
     keys = build_keyring(loaded.config, data_dir=data_dir, env=env, announce=announce, warn=warn)
+    try:
+        masking = build_tenant_masking(loaded.config, env)
+    except ValueError as exc:  # a named masking secret is not set: fail at start, not per request
+        raise ConfigError(f"{loaded.source}: {exc}") from None
     if tiers is None:
         tiers = build_tiers(loaded.config, env)
     return Runtime(
@@ -148,6 +162,7 @@ def build_runtime(
         routing_state=routing_state(loaded, frozenset(tiers)),
         embeddings=build_embeddings(loaded.config, env),
         health=configured_health(loaded, health),
+        masking=masking,
     )
 
 

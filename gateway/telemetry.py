@@ -29,6 +29,8 @@ the unit is appended, counters end in ``_total``, ``{...}`` units are annotation
         tenant
     switchboard.fallbacks             counter    switchboard_fallbacks_total
         tenant, from_route
+    switchboard.handoffs              counter    switchboard_handoffs_total
+        tenant, reason (legal_threat, human_request, anger, intent:NAME, repeated_question)
     gen_ai.client.token.usage         histogram  gen_ai_client_token_usage
         gen_ai.operation.name, gen_ai.system, gen_ai.request.model, gen_ai.response.model,
         gen_ai.token.type (input|output)
@@ -37,7 +39,7 @@ the unit is appended, counters end in ``_total``, ``{...}`` units are annotation
         error.type
 
 The GenAI client metrics (semantic conventions) count only requests a model tier answered or
-failed, not cache hits.
+failed, not cache hits nor handoff holding answers. Nothing here holds request or answer text.
 """
 
 from __future__ import annotations
@@ -281,6 +283,12 @@ class RequestMetrics:
             "Tier failures that fell back to another tier.",
             ("tenant", "from_route"),
         )
+        self.handoffs = Counter(
+            "switchboard.handoffs",
+            "{request}",
+            "Requests with a human-handoff signal, by reason.",
+            ("tenant", "reason"),
+        )
         genai = ("gen_ai.operation.name", "gen_ai.system", "gen_ai.request.model")
         self.genai_token_usage = Histogram(
             "gen_ai.client.token.usage",
@@ -303,6 +311,7 @@ class RequestMetrics:
             self.duration,
             self.cache_hits,
             self.fallbacks,
+            self.handoffs,
             self.genai_token_usage,
             self.genai_duration,
         )
@@ -492,6 +501,8 @@ class ObserveStage:
             }
             if ctx.tenant is not None:
                 attrs["switchboard.tenant"] = ctx.tenant
+            if ctx.handoff is not None:
+                attrs["switchboard.handoff"] = ctx.handoff
             if request is not None:
                 span.update_name(f"chat {request.model}")
                 attrs["gen_ai.request.model"] = request.model
@@ -525,6 +536,8 @@ class ObserveStage:
         with m.lock:
             m.requests.add(1, (tenant, route, ctx.model or NONE, status_class))
             m.duration.record(seconds, (tenant, route))
+            if ctx.handoff is not None:
+                m.handoffs.add(1, (tenant, ctx.handoff))
             if route == NONE:
                 return  # refused before routing: nothing was generated or billed
             m.tokens.add(input_tokens, (tenant, route, "input"))
@@ -539,6 +552,8 @@ class ObserveStage:
             if route == "cache":
                 m.cache_hits.add(1, (tenant,))
                 return
+            if route == "handoff":
+                return  # a holding answer: no model was called
             requested = request.model if request is not None else NONE
             genai = ("chat", system, requested, ctx.model or NONE)
             if usage is not None:

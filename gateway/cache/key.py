@@ -128,8 +128,15 @@ def uncacheable_reason(payload: Mapping[str, Any]) -> str | None:
     return None
 
 
-def cache_key(tenant: str, payload: Mapping[str, Any]) -> str | None:
-    """The SHA-256 hex key of a chat request for ``tenant``; None when it must not be cached."""
+def cache_key(
+    tenant: str, payload: Mapping[str, Any], values: Mapping[str, str] | None = None
+) -> str | None:
+    """The SHA-256 hex key of a chat request for ``tenant``; None when it must not be cached.
+
+    ``values``: for a masked request (``payload`` holds placeholders), each placeholder's keyed
+    hash of the value it stands for, so requests that differ only in a masked value (two phone
+    numbers) never share a key, while the key holds neither value.
+    """
     if uncacheable_reason(payload) is not None:
         return None
     messages = payload["messages"]
@@ -148,6 +155,8 @@ def cache_key(tenant: str, payload: Mapping[str, Any]) -> str | None:
         "messages": [_message(m) for m in messages],
         "params": params,
     }
+    if values:
+        material["values"] = dict(values)
     return hashlib.sha256(_encode(material)).hexdigest()
 
 

@@ -105,7 +105,16 @@ class CacheStage:
         if not config.enabled or not ctx.runtime.tenant(ctx.tenant).cache:
             return
         headers = ctx.response_headers
-        key = cache_key(ctx.tenant, ctx.payload)
+        if ctx.handoff is not None:
+            # A conversation a person should take over gets a fresh answer, and keeps it.
+            headers[CACHE_HEADER] = "bypass"
+            headers[CACHE_REASON_HEADER] = "handoff"
+            return
+        masking = ctx.masking
+        if masking is None:
+            key = cache_key(ctx.tenant, ctx.payload)
+        else:  # keyed on what a hosted model would see, plus keyed hashes of the masked values
+            key = cache_key(ctx.tenant, masking.payload, masking.value_hashes)
         if key is None:
             headers[CACHE_HEADER] = "bypass"
             headers[CACHE_REASON_HEADER] = f"uncacheable: {uncacheable_reason(ctx.payload)}"
@@ -167,6 +176,8 @@ class CacheStage:
         chunk_id = f"chatcmpl-{ctx.request_id}"
         ctx.cache_key = None  # it is stored already
         ctx.served_by = "cache"
+        if ctx.masking is not None:
+            ctx.masking.answer_masked = True  # stored masked: the mask stage restores it
         ctx.model = entry.model
         ctx.usage = usage  # the tokens this hit saved, for the ledger and the savings
         ctx.response_headers.update(
@@ -252,6 +263,16 @@ def _entry_of(ctx: RequestContext) -> CacheEntry | None:
         }
     else:
         return None
+    if ctx.masking is not None:
+        # Only the masked form is kept: this request's values become its placeholders again
+        # (a hit restores them from its own request), and an answer holding any other personal
+        # value is not stored at all.
+        stored = ctx.masking.storable(text)
+        if stored is None:
+            return None
+        if stored != text:
+            text = stored
+            body = {**body, "choices": [_with_content(body["choices"][0], text)]}
     if usage is None:
         # The upstream reported none: count now, as ``settle`` does, so a hit can report it.
         usage = Usage(
@@ -270,6 +291,10 @@ def _entry_of(ctx: RequestContext) -> CacheEntry | None:
         usage_estimated=usage.estimated,
         stored_at=time.time(),
     )
+
+
+def _with_content(choice: dict[str, Any], text: str) -> dict[str, Any]:
+    return {**choice, "message": {**choice["message"], "content": text}}
 
 
 class ReplayStream:

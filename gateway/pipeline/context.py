@@ -15,6 +15,7 @@ from gateway.tiers.base import Completion, CompletionStream
 from gateway.usage import Usage
 
 if TYPE_CHECKING:
+    from gateway.pipeline.masking import RequestMasking
     from gateway.runtime import Runtime
 
 # Not an HTTP status a client ever sees: the ledger's mark for "client went away mid-answer".
@@ -45,6 +46,13 @@ class RequestContext:
     cache_only: GatewayError | None = None
     # The budget reservation this request holds (its id), settled or released on exit.
     reservation: str | None = None
+    # The handoff signal of the customer's last turn (the ``x-switchboard-handoff`` value, e.g.
+    # "legal_threat", "intent:refund_dispute"), set by the handoff stage; None: no signal.
+    handoff: str | None = None
+    # A reason to send this request to the large tier (a handoff), for the router.
+    escalate: str | None = None
+    # The request masked for hosted tiers, when the tenant masks (gateway.pipeline.masking).
+    masking: RequestMasking | None = None
 
     # The answer: exactly one of these is set once the tier stage has run.
     completion: Completion | None = None

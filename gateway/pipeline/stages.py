@@ -11,19 +11,24 @@ every stage whose ``enter`` ran, so accounting stages see every request, errors 
     count       enter: prompt tokens with tiktoken (offline)
     limits      enter: rate limits (429 + x-ratelimit-* headers) and the soft budget limit
                 (a downgrade signal for the router, cache only, or a warning header)
+    handoff     enter: the customer asks for a person, threatens legal action, is angry, ...:
+                x-switchboard-handoff, then the tenant's action (header only, the large tier,
+                or an approved holding answer that ends the walk)
     route       enter: the routing decision and its headers
     reserve     enter: reserve the most the request can cost against every budget limit, in one
                 atomic step (429 insufficient_quota, or cache only; 400 above request_limit)
                 exit: settle the reservation to ctx.cost_micros, or release it (nothing made)
     settle      exit: usage (upstream's or counted) → cost, savings, cost header
-    cache       enter: a hit answers here; exit: stores a complete tier answer
+    mask        enter: the request masked for hosted tiers (tenants that mask); exit: the
+                answer's placeholders restored (streams: in the relay)
+    cache       enter: a hit answers here; exit: stores a complete tier answer (masked)
     tier        enter: call the chosen tier (with the output cap the reservation assumed);
                 sets ctx.completion or ctx.stream; a cache-only request that got here is refused
 
 ``reserve`` comes before ``settle`` in the list so that on the way out (reverse order) ``settle``
 has priced the answer before ``reserve`` settles it. The budget stages live in
 ``gateway.pipeline.budget``; a tenant with no budget and no rate limits makes no store call.
-Later capabilities (masking, handoff, approved answers) are further stages.
+Later capabilities (approved answers, the semantic cache) are further stages.
 """
 
 from __future__ import annotations
@@ -46,8 +51,10 @@ from gateway.pipeline.budget import (
     requested_output_cap,
 )
 from gateway.pipeline.context import RequestContext
+from gateway.pipeline.handoff import HandoffStage
 from gateway.pipeline.headers import header_safe
 from gateway.pipeline.headers import presented_key as presented_key  # the HTTP layer's import
+from gateway.pipeline.masking import MASKED_HEADER, MaskStage, last_user_text
 from gateway.pipeline.streaming import counted_usage, usage_body
 from gateway.routing.policy import RouteRequest, decide
 from gateway.tiers.base import start_stream
@@ -128,6 +135,7 @@ class Route(_Stage):
             has_images=request.has_images(),
             wants_response_format=ctx.payload.get("response_format") is not None,
             messages=ctx.payload["messages"],
+            quote_matches=ctx.tenant not in runtime.masking,
         )
         decision = decide(
             route_request,
@@ -138,6 +146,7 @@ class Route(_Stage):
                 runtime.health.unhealthy() if self.claim_trial else runtime.health.unhealthy_now()
             ),
             budget=ctx.budget_signal,
+            escalate=ctx.escalate,
         )
         ctx.decision = decision
         ctx.model = runtime.tiers[decision.route].model
@@ -213,7 +222,19 @@ class CallTier(_Stage):
     async def _call(ctx: RequestContext, route: str) -> None:
         assert ctx.request is not None
         tier = ctx.runtime.tiers[route]
-        payload = dict(ctx.payload)
+        masking = ctx.masking
+        if masking is not None and masking.masks(route):
+            # What leaves for this tier: placeholders instead of personal values.
+            payload = dict(masking.payload)
+            masking.answer_masked = True
+            masked = masking.header_value()
+            if masked is not None:
+                ctx.response_headers[MASKED_HEADER] = masked
+        else:
+            payload = dict(ctx.payload)
+            if masking is not None:
+                masking.answer_masked = False
+                ctx.response_headers.pop(MASKED_HEADER, None)
         payload["model"] = tier.model
         cap = output_cap(ctx, route)
         if cap is not None and requested_output_cap(ctx) is None:
@@ -271,12 +292,22 @@ class RecordInLedger(_Stage):
             reasons=decision.reasons if decision else (),
             attempts=tuple(ctx.attempts),
             features=decision.features if decision else {},
-            request_text=request.last_user_text() if store_text and request else None,
+            request_text=_request_text(ctx) if store_text else None,
+            handoff=ctx.handoff,
         )
         try:
             runtime.ledger.record(record)
         except Exception:  # noqa: BLE001 - the answer is already out; never fail it over accounting
             log.exception("could not record request %s in the ledger", ctx.request_id)
+
+
+def _request_text(ctx: RequestContext) -> str | None:
+    """The last user message for the ledger: masked when the tenant masks personal data."""
+    if ctx.request is None:
+        return None
+    if ctx.masking is not None:
+        return last_user_text(ctx.masking.payload)
+    return ctx.request.last_user_text()
 
 
 def default_stages(
@@ -292,10 +323,16 @@ def default_stages(
         Parse(),
         CountTokens(),
         EnforceLimits(budget_store),
+        # Before anything can answer: "转人工，我的快递到哪了" is a handoff first; before routing,
+        # which it may send to the large tier.
+        HandoffStage(),
         Route(),
         # Before settle: exits run in reverse, so settle prices the answer before it is settled.
         ReserveBudget(budget_store),
         Settle(),
+        # Before the cache, which keys on the masked request; its exit (restoring the answer)
+        # runs after the cache's, which stores the answer masked.
+        MaskStage(),
         # After routing (which checks the tenant may use the model) and before any tier.
         *([CacheStage(cache_store)] if cache_store is not None else []),
         CallTier(),

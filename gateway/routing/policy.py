@@ -7,7 +7,8 @@ Order, every step named in the decision's reasons:
 2. the model name the bot sent: a pinned alias wins when the tenant may pin;
 3. the deciding steps in ``router.order`` (default: rules, then the classifier); first wins;
 4. the router's default tier;
-5. the tenant's budget state may downgrade the result (large → small).
+5. the tenant's budget state may downgrade the result (large → small);
+6. a handoff (``escalate``) sends the request to the large tier, whatever came before.
 
 Nothing outside this module decides a route.
 """
@@ -52,6 +53,9 @@ class RouteRequest:
     # False when there is nothing to score (replay of a record with no score and no text): the
     # classifier step then passes instead of scoring an empty conversation as easy.
     scoreable: bool = True
+    # False for a tenant that masks personal data: a regex rule's reason then names the pattern
+    # but does not quote what it matched (reasons reach the ledger, logs and traces).
+    quote_matches: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +124,14 @@ def decide(
     *,
     unhealthy: frozenset[str] = frozenset(),
     budget: BudgetSignal | None = None,
+    escalate: str | None = None,
 ) -> RoutingDecision:
-    """Choose the tier for one request. Raises ModelNotFound for a name the tenant may not use."""
+    """Choose the tier for one request. Raises ModelNotFound for a name the tenant may not use.
+
+    ``escalate``: why this request must go to the large tier (``"handoff: legal_threat"``); it
+    wins over pins, rules, the classifier and a soft budget limit, when the large tier can
+    serve the request.
+    """
     features: dict[str, Feature] = {
         "prompt_tokens": request.prompt_tokens,
         "turns": request.turns,
@@ -159,6 +169,8 @@ def decide(
     decision = _choose(request, tenant, state, config, model, alias.route, reasons, features)
     if budget is not None and budget.downgrade_to and not decision.pinned:
         decision = _downgrade(decision, budget, state)
+    if escalate:
+        decision = _escalate(decision, escalate, state)
     if decision.score is not None:
         features["difficulty"] = round(decision.score, 4)
     fallbacks = tuple(
@@ -178,6 +190,16 @@ def _downgrade(
         return replace(decision, reasons=(*decision.reasons, why))
     why = f"budget: {budget.reason}; downgraded {decision.route} -> {target}"
     return replace(decision, route=target, reasons=(*decision.reasons, why))
+
+
+def _escalate(decision: RoutingDecision, why: str, state: RoutingState) -> RoutingDecision:
+    if decision.route == "large":
+        return replace(decision, reasons=(*decision.reasons, why))
+    if "large" not in state.available_tiers:
+        why = f"{why}; the large tier cannot serve it, kept {decision.route}"
+        return replace(decision, reasons=(*decision.reasons, why))
+    why = f"{why}; {decision.route} -> large"
+    return replace(decision, route="large", reasons=(*decision.reasons, why))
 
 
 def threshold_for(tenant: TenantConfig, config: GatewayConfig) -> float:
@@ -335,5 +357,6 @@ def _matches(when: Condition, request: RouteRequest) -> str | None:
         )
         if found is None:
             return None
-        why.append(f"regex {found.re.pattern!r} matched {found.group(0)[:40]!r}")
+        quoted = f" {found.group(0)[:40]!r}" if request.quote_matches else ""
+        why.append(f"regex {found.re.pattern!r} matched{quoted}")
     return ", ".join(why) or "always"

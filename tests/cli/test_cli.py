@@ -217,13 +217,14 @@ def test_report_table_ends_with_the_total(ledger_dir: Path) -> None:
     lines = result.stdout.splitlines()
     assert lines[0].split()[:4] == ["tenant", "route", "model", "requests"]
     assert lines[-1].startswith("TOTAL")
-    # requests, errors, cache_hits, prompt, completion, cost, large_cost, savings
+    # requests, errors, cache_hits, prompt, completion, handoffs, cost, large_cost, savings
     assert lines[-1].split()[1:] == [
         "5",
         "0",
         "0",
         "510",
         "50",
+        "0",
         "5.343000",
         "8.070000",
         "2.727000",

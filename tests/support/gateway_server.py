@@ -13,6 +13,7 @@ from gateway.app import build_switchboard, create_app
 from gateway.config import LoadedConfig, parse_config
 from gateway.service import Switchboard
 from gateway.settings import Settings
+from gateway.telemetry import Telemetry
 from tests.support.mock_upstream import free_port
 
 ACME_KEY = "sk-test-acme-0123456789"
@@ -96,7 +97,14 @@ def load_test_config(env: dict[str, str], text: str = TEST_CONFIG) -> LoadedConf
 class GatewayServer:
     """``with GatewayServer(...) as gw: gw.base_url``; stops uvicorn and joins its thread."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str], config_text: str = TEST_CONFIG) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        env: dict[str, str],
+        config_text: str = TEST_CONFIG,
+        *,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self.port = free_port()
         self.settings = Settings(
             config_path=Path("<test>"), data_dir=data_dir, host="127.0.0.1", port=self.port
@@ -107,6 +115,7 @@ class GatewayServer:
             loaded=load_test_config(env, config_text),
             env=env,
             announce=self.announced.append,
+            telemetry=telemetry,
         )
         app = create_app(self.settings, switchboard=self.switchboard)
         config = uvicorn.Config(

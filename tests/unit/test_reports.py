@@ -399,8 +399,8 @@ def test_group_by_model_and_user_and_csv_shape(spend_ledger: SqliteLedger) -> No
     assert [(r.key["user"], r.requests) for r in by_user.rows] == [("", 1), ("alice", 2)]
     lines = text.splitlines()
     assert lines[0] == (
-        "model,requests,errors,cache_hits,input_tokens,output_tokens,cost_usd,large_cost_usd,"
-        "savings_usd,cost_micros,large_cost_micros,savings_micros"
+        "model,requests,errors,cache_hits,input_tokens,output_tokens,handoffs,cost_usd,"
+        "large_cost_usd,savings_usd,cost_micros,large_cost_micros,savings_micros"
     )
     rows = {r["model"]: r for r in csv.DictReader(io.StringIO(text))}
     assert set(rows) == {"", "gpt-4o", "gpt-4o-mini"}
@@ -436,6 +436,7 @@ def test_json_shape_has_bounds_zone_rows_total_and_a_null_budget_hook(
             "cache_hits": 0,
             "input_tokens": 1_000,
             "output_tokens": 500,
+            "handoffs": 0,
             "cost_micros": 450,
             "cost_usd": "0.000450",
             "large_cost_micros": 7_500,
@@ -490,6 +491,7 @@ def test_spend_table_ends_with_a_total(spend_ledger: SqliteLedger) -> None:
         "0",
         "1000",
         "500",
+        "0",
         "0.000450",
         "0.007500",
         "0.007050",
