@@ -148,6 +148,8 @@ def create_app(settings: Settings, *, switchboard: Switchboard | None = None) ->
                 "x-switchboard-cost-usd",
                 "x-switchboard-request-id",
                 "x-switchboard-budget-warning",
+                "x-switchboard-handoff",
+                "x-switchboard-masked",
                 "x-ratelimit-limit-requests",
                 "x-ratelimit-remaining-requests",
                 "x-ratelimit-reset-requests",

@@ -415,12 +415,19 @@ def _ledger_pull(args: argparse.Namespace) -> int:
 
 
 def _config_check(path: Path) -> int:
+    from gateway.pipeline.masking import build_tenant_masking
+
     try:
         loaded = load_config(path)
     except ConfigError as exc:
         _err(f"error: {exc}")
         return 1
     config = loaded.config
+    try:
+        build_tenant_masking(config, os.environ)  # a named masking secret that is not set
+    except ValueError as exc:
+        _err(f"error: {path}: {exc}")
+        return 1
     tiers = ", ".join(f"{name} = {t.model}" for name, t in config.tiers.configured().items())
     _out(f"{path}: ok")
     _out(f"  tiers: {tiers}")
@@ -443,6 +450,18 @@ def _config_check(path: Path) -> int:
         _out(f"  router: {len(router.rules)} rule(s) -> default {router.default} (no classifier)")
     _out(f"  models: {', '.join(config.models)}")
     _out(f"  tenants: {', '.join(config.tenants)}")
+    safety = [
+        f"{name} ({', '.join(on)})"
+        for name, t in config.tenants.items()
+        if (
+            on := [
+                *(["masking"] if t.safety.masking.enabled else []),
+                *([f"handoff: {t.safety.handoff.action}"] if t.safety.handoff.enabled else []),
+            ]
+        )
+    ]
+    if safety:
+        _out(f"  safety: {'; '.join(safety)}")
     return 0
 
 

@@ -43,6 +43,7 @@ EXPORT_FIELDS: tuple[str, ...] = (
     "large_cost_usd",
     "savings_micros",
     "latency_ms",
+    "handoff",
 )
 
 
@@ -102,6 +103,7 @@ def _fields(rec: LedgerRecord) -> dict[str, Any]:
         "large_cost_usd": format_usd(rec.large_cost_micros),
         "savings_micros": rec.savings_micros,
         "latency_ms": rec.latency_ms,
+        "handoff": rec.handoff,
     }
 
 

@@ -1,8 +1,8 @@
 """``POST /v1/route/explain``: the routing decision for a chat body, without calling any model.
 
 Runs the same stages a real request runs up to the decision (parse, count, the soft budget
-limit, route), so what it says is what the gateway would do now, with this config, tier health
-and budget state. It counts nothing against rate limits and reserves nothing.
+limit, handoff, route), so what it says is what the gateway would do now, with this config, tier
+health and budget state. It counts nothing against rate limits and reserves nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 from gateway.budget import BudgetStore
 from gateway.pipeline.budget import EnforceLimits
 from gateway.pipeline.context import RequestContext
+from gateway.pipeline.handoff import HANDOFF_ROUTE, HandoffStage
 from gateway.pipeline.headers import BUDGET_WARNING
 from gateway.pipeline.stages import CountTokens, Parse, Route, Stage
 from gateway.runtime import Runtime
@@ -26,6 +27,7 @@ async def explain(
         Parse(),
         CountTokens(),
         EnforceLimits(lambda: budget_store, rate_limits=False),
+        HandoffStage(),
         Route(claim_trial=False),
     )
 
@@ -55,4 +57,8 @@ async def explain(
         "unhealthy_tiers": sorted(runtime.health.unhealthy_now()),
         # Past a soft limit: what it does (None: within budget, or no budget).
         "budget_warning": ctx.response_headers.get(BUDGET_WARNING),
+        # The handoff signal (x-switchboard-handoff), and whether the tenant's holding answer
+        # would answer instead of the route above.
+        "handoff": ctx.handoff,
+        "holding_answer": ctx.served_by == HANDOFF_ROUTE,
     }

@@ -520,3 +520,30 @@ def test_every_record_of_this_module_kept_its_text_masked(gateway: GatewayServer
     texts = [r.request_text for r in all_records(gateway) if r.tenant == "acme"]
     assert texts
     assert [t for t in texts if t and any(form in t for form in SEARCHED)] == []
+
+
+def test_route_explain_shows_the_handoff_and_its_route(
+    gateway: GatewayServer, upstream: MockUpstream
+) -> None:
+    def explain(key: str, text: str) -> dict[str, Any]:
+        response = httpx.post(
+            gateway.base_url + "/route/explain",
+            json={"model": "auto", "messages": [{"role": "user", "content": text}]},
+            headers={"authorization": f"Bearer {key}"},
+        )
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    threat = explain(ACME_KEY, "I'm contacting my lawyer about this order")
+    holding = explain(GLOBEX_KEY, "转人工")
+    plain = explain(ACME_KEY, "how do I return shoes")
+
+    assert (threat["handoff"], threat["route"], threat["holding_answer"]) == (
+        "legal_threat",
+        "large",
+        False,
+    )
+    assert (holding["handoff"], holding["holding_answer"]) == ("human_request", True)
+    assert (plain["handoff"], plain["route"]) == (None, "small")
+    assert upstream.history == []
