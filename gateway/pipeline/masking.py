@@ -14,8 +14,10 @@ Per tenant with ``safety.masking.enabled`` (docs/safety.md):
 - ``exit`` restores a whole answer (message content, refusal, tool-call arguments); a stream is
   restored chunk by chunk in ``gateway.pipeline.streaming`` through :class:`Restorer`.
 
-Placed after ``route`` (so the chosen tier is known) and before ``cache``: exits run in reverse,
-so the cache stores the masked answer before this stage's ``exit`` restores it.
+Placed after ``handoff`` (which reads the customer's own words) and before ``route`` and every
+stage that can answer (approved answers, caches), so they can key on the masked request; which
+tier gets it masked is decided per attempt by the tier stage. Exits run in reverse, so the cache
+stores the masked answer before this stage's ``exit`` restores it.
 """
 
 from __future__ import annotations

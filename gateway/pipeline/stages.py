@@ -14,13 +14,14 @@ every stage whose ``enter`` ran, so accounting stages see every request, errors 
     handoff     enter: the customer asks for a person, threatens legal action, is angry, ...:
                 x-switchboard-handoff, then the tenant's action (header only, the large tier,
                 or an approved holding answer that ends the walk)
+    mask        enter: the request masked for hosted tiers (tenants that mask); the tier
+                stage sends it to every tier that is not exempt; exit: the answer's
+                placeholders restored (streams: in the relay)
     route       enter: the routing decision and its headers
     reserve     enter: reserve the most the request can cost against every budget limit, in one
                 atomic step (429 insufficient_quota, or cache only; 400 above request_limit)
                 exit: settle the reservation to ctx.cost_micros, or release it (nothing made)
     settle      exit: usage (upstream's or counted) → cost, savings, cost header
-    mask        enter: the request masked for hosted tiers (tenants that mask); exit: the
-                answer's placeholders restored (streams: in the relay)
     cache       enter: a hit answers here; exit: stores a complete tier answer (masked)
     tier        enter: call the chosen tier (with the output cap the reservation assumed);
                 sets ctx.completion or ctx.stream; a cache-only request that got here is refused
@@ -54,7 +55,7 @@ from gateway.pipeline.context import RequestContext
 from gateway.pipeline.handoff import HandoffStage
 from gateway.pipeline.headers import header_safe
 from gateway.pipeline.headers import presented_key as presented_key  # the HTTP layer's import
-from gateway.pipeline.masking import MASKED_HEADER, MaskStage, last_user_text
+from gateway.pipeline.masking import MASKED_HEADER, MaskStage, last_user_text, mask_request
 from gateway.pipeline.streaming import counted_usage, usage_body
 from gateway.routing.policy import RouteRequest, decide
 from gateway.tiers.base import start_stream
@@ -303,10 +304,15 @@ class RecordInLedger(_Stage):
 
 def _request_text(ctx: RequestContext) -> str | None:
     """The last user message for the ledger: masked when the tenant masks personal data."""
-    if ctx.request is None:
+    if ctx.request is None or ctx.tenant is None:
         return None
-    if ctx.masking is not None:
-        return last_user_text(ctx.masking.payload)
+    masking = ctx.masking
+    tenant = ctx.runtime.masking.get(ctx.tenant)
+    if masking is None and tenant is not None:
+        # Answered before the mask stage ran (a handoff's holding answer): mask it here.
+        masking = mask_request(tenant.masker, tenant.exempt_tiers, ctx.payload)
+    if masking is not None:
+        return last_user_text(masking.payload)
     return ctx.request.last_user_text()
 
 
@@ -326,13 +332,14 @@ def default_stages(
         # Before anything can answer: "转人工，我的快递到哪了" is a handoff first; before routing,
         # which it may send to the large tier.
         HandoffStage(),
+        # Before anything else can answer (approved answers, caches) or route: they key and
+        # guard on the masked request. Its exit (restoring the answer) runs after the cache's,
+        # which stores the answer masked.
+        MaskStage(),
         Route(),
         # Before settle: exits run in reverse, so settle prices the answer before it is settled.
         ReserveBudget(budget_store),
         Settle(),
-        # Before the cache, which keys on the masked request; its exit (restoring the answer)
-        # runs after the cache's, which stores the answer masked.
-        MaskStage(),
         # After routing (which checks the tenant may use the model) and before any tier.
         *([CacheStage(cache_store)] if cache_store is not None else []),
         CallTier(),

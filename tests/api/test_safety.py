@@ -547,3 +547,23 @@ def test_route_explain_shows_the_handoff_and_its_route(
     assert (holding["handoff"], holding["holding_answer"]) == ("human_request", True)
     assert (plain["handoff"], plain["route"]) == (None, "small")
     assert upstream.history == []
+
+
+def test_a_holding_answer_of_a_masking_tenant_keeps_its_ledger_text_masked(
+    mock_upstream: MockUpstream, upstream: MockUpstream, tmp_path: Path
+) -> None:
+    config = SAFETY_CONFIG.replace(
+        "    safety:\n      handoff: { enabled: true, action: answer",
+        "    safety:\n      masking: { enabled: true }\n"
+        "      handoff: { enabled: true, action: answer",
+    )
+    assert config != SAFETY_CONFIG
+    env = gateway_env(mock_upstream.base_url, ACME_MASK_SECRET="s" * 40)
+    with GatewayServer(tmp_path, env, config) as server:
+        response = chat(
+            server, [{"role": "user", "content": f"转人工，我的电话是{PHONE}"}], key=GLOBEX_KEY
+        )
+        record = ledger_record(server, response.headers["x-switchboard-request-id"])
+
+    assert response.headers["x-switchboard-route"] == "handoff"
+    assert record.request_text == "转人工，我的电话是[PHONE_1]"
