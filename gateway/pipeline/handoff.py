@@ -19,6 +19,7 @@ import time
 
 from gateway.cache.stage import ReplayStream
 from gateway.pipeline.context import RequestContext
+from gateway.pipeline.headers import header_safe
 from gateway.pipeline.streaming import usage_body
 from gateway.safety.handoff import detect_handoff
 from gateway.tiers.base import Completion
@@ -41,7 +42,8 @@ class HandoffStage:
             return
         reason = signal.header_value
         ctx.handoff = reason
-        ctx.response_headers[HANDOFF_HEADER] = reason
+        # Intent names come from the config and may be Chinese: percent-encoded in the header.
+        ctx.response_headers[HANDOFF_HEADER] = header_safe(reason)
         if policy.action == "large":
             ctx.escalate = f"handoff: {reason}"
         elif policy.action == "answer" and policy.answer:
@@ -71,7 +73,7 @@ class HandoffStage:
             {
                 "x-switchboard-route": HANDOFF_ROUTE,
                 "x-switchboard-model": model,
-                "x-switchboard-reason": f"handoff: {reason}; approved holding answer",
+                "x-switchboard-reason": header_safe(f"handoff: {reason}; approved holding answer"),
                 "x-switchboard-cost-usd": "0.000000",
             }
         )

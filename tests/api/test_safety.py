@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -567,3 +568,24 @@ def test_a_holding_answer_of_a_masking_tenant_keeps_its_ledger_text_masked(
 
     assert response.headers["x-switchboard-route"] == "handoff"
     assert record.request_text == "转人工，我的电话是[PHONE_1]"
+
+
+def test_a_chinese_intent_name_is_percent_encoded_in_the_header(
+    mock_upstream: MockUpstream, upstream: MockUpstream, tmp_path: Path
+) -> None:
+    config = SAFETY_CONFIG.replace(
+        f'      handoff: {{ enabled: true, action: answer, answer: "{HOLDING}" }}\n',
+        '      handoff: { enabled: true, intents: { 退款纠纷: ["拒绝 ... 退款"] } }\n',
+    )
+    assert config != SAFETY_CONFIG
+    env = gateway_env(mock_upstream.base_url, ACME_MASK_SECRET="s" * 40)
+    with GatewayServer(tmp_path, env, config) as server:
+        response = chat(
+            server, [{"role": "user", "content": "你们拒绝了我的退款申请"}], key=GLOBEX_KEY
+        )
+        record = ledger_record(server, response.headers["x-switchboard-request-id"])
+
+    assert response.status_code == 200
+    assert response.headers["x-switchboard-handoff"] == "intent:" + quote("退款纠纷")
+    assert record.handoff == "intent:退款纠纷"
+    assert response.headers["x-switchboard-route"] == "large"  # action none: routed as usual
