@@ -268,3 +268,34 @@ def test_safety_is_off_by_default() -> None:
     safety = SafetyConfig()
     assert not safety.masking.enabled and not safety.handoff.enabled
     assert safety.handoff.action == "none"
+
+
+class ToolCallStream(FakeStream):
+    """Streams one tool call whose arguments arrive in pieces."""
+
+    async def _chunks(self) -> AsyncIterator[dict[str, Any]]:
+        for i, piece in enumerate(self._pieces):
+            call: dict[str, Any] = {"index": 0, "function": {"arguments": piece}}
+            if i == 0:
+                call.update({"id": "c1", "type": "function"})
+                call["function"]["name"] = "update"
+            delta = {"tool_calls": [call]}
+            yield {"choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+        yield {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}
+
+
+async def test_streamed_tool_call_arguments_are_restored_across_chunks() -> None:
+    pieces = ['{"email": "[EMA', 'IL_1]", "phone": "[PHONE_', '1]"}']
+    ctx = context(
+        payload(f"mail {EMAIL}, phone {PHONE}", stream=True), ToolCallStream(pieces)
+    )
+
+    _, chunks = await streamed(ctx)
+
+    arguments = "".join(
+        call["function"].get("arguments") or ""
+        for c in chunks
+        for choice in c["choices"]
+        for call in choice["delta"].get("tool_calls") or []
+    )
+    assert json.loads(arguments) == {"email": EMAIL, "phone": PHONE}
