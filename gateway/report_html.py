@@ -145,6 +145,7 @@ def render_html(
         ("Saved vs. all on the large model", format_usd_cents(total.savings_micros), saved_share),
         ("Requests", f"{total.requests:,}", f"{total.errors:,} errors"),
         ("Cache hits", f"{total.cache_hits:,}", "cost nothing"),
+        ("Handoffs", f"{total.handoffs:,}", "flagged for a person"),
         ("Tokens in", f"{total.prompt_tokens:,}", ""),
         ("Tokens out", f"{total.completion_tokens:,}", ""),
     ]
