@@ -141,6 +141,26 @@ def test_config_check_of_a_broken_file_names_the_path_and_location(tmp_path: Pat
     assert f"{broken}: $.router.rules[0].route: unknown tier 'lagre'" in result.stderr
 
 
+def test_config_check_names_an_unset_masking_secret_and_lists_safeguards(tmp_path: Path) -> None:
+    text = (REPO / "config" / "gateway.yaml").read_text("utf-8")
+    safety = (
+        "    timezone: UTC\n"
+        "    safety:\n"
+        "      masking: { enabled: true, secret_env: TEST_MASK_SECRET }\n"
+        "      handoff: { enabled: true, action: large }\n"
+    )
+    path = tmp_path / "safety.yaml"
+    path.write_text(text.replace("    timezone: UTC\n", safety, 1), "utf-8")
+
+    unset = run("config", "check", str(path))
+    ok = run("config", "check", str(path), env={**clean_env(), "TEST_MASK_SECRET": "x" * 32})
+
+    assert unset.returncode == 1
+    assert "TEST_MASK_SECRET is not set" in unset.stderr
+    assert ok.returncode == 0, ok.stderr
+    assert "  safety: default (masking, handoff: large)" in ok.stdout
+
+
 def test_config_check_of_a_missing_file_names_the_path(tmp_path: Path) -> None:
     missing = tmp_path / "missing.yaml"
     result = run("config", "check", str(missing))
