@@ -691,6 +691,16 @@ def _check(config: GatewayConfig, source: str) -> PriceTable:
                 f"$.tenants.{tenant}.safety.handoff.action",
                 "`large` needs a large tier under `tiers`; use `none` or `answer`",
             )
+        cascade = tc.safety.cascade
+        if cascade.enabled:
+            for field_name in ("small_tier", "large_tier"):
+                name = getattr(cascade, field_name)
+                if name not in tiers:
+                    raise fail(
+                        f"$.tenants.{tenant}.safety.cascade.{field_name}",
+                        f"tier {name!r} is not configured; the cascade needs two configured "
+                        f"tiers (known tiers: {known_tiers}), or set enabled: false",
+                    )
         if tc.budget is not None:
             tier_models = sorted({t.model for t in tiers.values()})
             for model in tc.budget.model_limits:

@@ -78,6 +78,9 @@ class LedgerRecord:
     attempts: tuple[str, ...] = ()
     # The human-handoff signal of the request ("legal_threat", "intent:refund_dispute"), if any.
     handoff: str | None = None
+    # What the small-first cascade did: "kept", "escalated" (cost_micros includes the discarded
+    # small answer, listed in attempts) or "unjudged"; None when it did not run.
+    cascade: str | None = None
 
     @property
     def savings_micros(self) -> int:
@@ -196,6 +199,13 @@ class Ledger(Protocol):
         """The first and last ``ts`` of the raw records of ``tenants``; None if there are none."""
         ...
 
+    def cascade_outcomes(
+        self, tenants: TenantSet, since: datetime | None, until: datetime | None
+    ) -> list[SummaryRow]:
+        """Raw records the cascade judged in ``[since, until)``, summed per outcome (key
+        ``{"cascade": "kept" | "escalated" | "unjudged"}``)."""
+        ...
+
     def tenants(self) -> list[str]:
         """Every tenant with raw records, sorted."""
         ...
@@ -304,6 +314,11 @@ MIGRATIONS: list[tuple[str, str]] = [
         "0010_add_daily_aggregates_handoffs",
         "ALTER TABLE daily_aggregates ADD COLUMN handoffs INTEGER NOT NULL DEFAULT 0",
     ),
+    (
+        # The cascade's outcome (kept, escalated, unjudged; docs/safety.md); NULL: it did not run.
+        "0013_add_requests_cascade",
+        "ALTER TABLE requests ADD COLUMN cascade TEXT",
+    ),
 ]
 
 # SQL expression per group_by column. Values are TEXT so that keys compare and print uniformly.
@@ -370,7 +385,8 @@ _EPOCH_DAY = date(1970, 1, 1)
 _COLUMNS = (
     "request_id, ts_us, tenant, requested_model, route, model, prompt_tokens, completion_tokens, "
     "cost_micros, large_cost_micros, latency_ms, status, stream, cache_hit, usage_estimated, "
-    "error_code, end_user, reasons, features, request_text, attempts, handoff"
+    "error_code, end_user, reasons, features, request_text, attempts, handoff, "
+    "cascade"
 )
 LEDGER_COLUMNS: tuple[str, ...] = tuple(c.strip() for c in _COLUMNS.split(","))
 _INSERT = f"INSERT INTO requests ({_COLUMNS}) VALUES ({', '.join('?' * len(LEDGER_COLUMNS))})"
@@ -417,6 +433,7 @@ def _to_row(rec: LedgerRecord) -> tuple[Any, ...]:
         rec.request_text,
         json.dumps(list(rec.attempts), ensure_ascii=False),
         rec.handoff,
+        rec.cascade,
     )
 
 
@@ -444,6 +461,7 @@ def _from_row(row: Sequence[Any]) -> LedgerRecord:
         request_text=row[19],
         attempts=tuple(json.loads(row[20])),
         handoff=row[21],
+        cascade=row[22],
     )
 
 
@@ -807,6 +825,24 @@ class SqliteLedger:
         if first is None:
             return None
         return _from_us(first), _from_us(last)
+
+    def cascade_outcomes(
+        self, tenants: TenantSet, since: datetime | None, until: datetime | None
+    ) -> list[SummaryRow]:
+        """Raw records the cascade judged in ``[since, until)``, summed per outcome.
+
+        Raw records only: rolled-up days (``gateway ledger prune``) keep no cascade outcome.
+        """
+        where, params = _tenant_where(tenants)
+        where += " AND cascade IS NOT NULL"
+        if since is not None:
+            where += " AND ts_us >= ?"
+            params.append(_to_us(since))
+        if until is not None:
+            where += " AND ts_us < ?"
+            params.append(_to_us(until))
+        expressions = {"cascade": "cascade"}
+        return self._spend(expressions, "requests", where, params, ["cascade"], _RAW_SUMS)
 
     def tenants(self) -> list[str]:
         """Every tenant with raw records, sorted."""

@@ -21,6 +21,7 @@ from gateway.budget.scopes import budget_scopes
 from gateway.budget.store import BudgetBackendError, BudgetStore
 from gateway.ledger import Ledger, LedgerQuery, SummaryRow, TenantSet
 from gateway.money import format_usd
+from gateway.reports_cascade import CascadeSummary, cascade_json, cascade_lines, cascade_summary
 from gateway.timezones import TenantZones, constant_offset_spans, zone
 
 if TYPE_CHECKING:
@@ -373,6 +374,8 @@ class SpendReport:
     budget: tuple[BudgetStatus, ...] | None  # None for a report over every tenant
     # The tenant's budget currency when it is not USD (one-tenant reports only).
     local: LocalCurrency | None = None
+    # The small-first cascade's outcomes and savings (raw records); None: it never ran.
+    cascade: CascadeSummary | None = None
 
 
 def build_spend_report(
@@ -432,6 +435,7 @@ def build_spend_report(
         total=total,
         budget=budget,
         local=local if query.tenant is not None else None,
+        cascade=cascade_summary(ledger, [t for _, t in plans], query.since, query.until),
     )
 
 
@@ -554,6 +558,7 @@ def render_spend_json(report: SpendReport) -> str:
             if report.budget is None
             else {b.period: budget_json(b, report.local) for b in report.budget}
         ),
+        "cascade": cascade_json(report.cascade),
     }
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 
@@ -611,7 +616,7 @@ def render_spend_table(report: SpendReport) -> str:
         for cells, row in zip(body, report.rows, strict=True):
             cells.append(local.amount(row.cost_micros))
         total = [*total, local.amount(report.total.cost_micros)]
-    return _aligned(group_by, header, body, total)
+    return _aligned(group_by, header, body, total) + cascade_lines(report.cascade)
 
 
 def format_usd_cents(micros: int) -> str:

@@ -15,6 +15,7 @@ from gateway.tiers.base import Completion, CompletionStream
 from gateway.usage import Usage
 
 if TYPE_CHECKING:
+    from gateway.pipeline.cascade import CascadeResult
     from gateway.pipeline.masking import RequestMasking
     from gateway.runtime import Runtime
 
@@ -62,8 +63,11 @@ class RequestContext:
 
     # The tier that answered: the decision's route, a fallback, or "cache".
     served_by: str | None = None
-    # Tiers that failed before one answered, for the ledger ("small: 503 ...").
+    # Tiers that failed before one answered, for the ledger ("small: 503 ..."), and a small
+    # answer the cascade discarded.
     attempts: list[str] = field(default_factory=list)
+    # What the small-first cascade did (gateway.pipeline.cascade); None: it did not run.
+    cascade: CascadeResult | None = None
     model: str | None = None  # the upstream model that answered
     usage: Usage | None = None
     cost_micros: int = 0

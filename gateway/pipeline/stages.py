@@ -24,7 +24,9 @@ every stage whose ``enter`` ran, so accounting stages see every request, errors 
     settle      exit: usage (upstream's or counted) → cost, savings, cost header
     cache       enter: a hit answers here; exit: stores a complete tier answer (masked)
     tier        enter: call the chosen tier (with the output cap the reservation assumed);
-                sets ctx.completion or ctx.stream; a cache-only request that got here is refused
+                sets ctx.completion or ctx.stream; a cache-only request that got here is refused;
+                a tenant's cascade (small first, large when unsure) runs here
+                (gateway.pipeline.cascade)
 
 ``reserve`` comes before ``settle`` in the list so that on the way out (reverse order) ``settle``
 has priced the answer before ``reserve`` settles it. The budget stages live in
@@ -35,8 +37,8 @@ Later capabilities (approved answers, the semantic cache) are further stages.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from gateway.budget import BudgetStore
 from gateway.cache.stage import CacheStage
@@ -51,6 +53,8 @@ from gateway.pipeline.budget import (
     output_cap,
     requested_output_cap,
 )
+from gateway.pipeline.cascade import answer as cascade_answer
+from gateway.pipeline.cascade import cascade_for
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.handoff import HandoffStage
 from gateway.pipeline.headers import header_safe
@@ -62,6 +66,8 @@ from gateway.tiers.base import start_stream
 from gateway.usage import Usage
 
 log = logging.getLogger("gateway.pipeline")
+
+_NONE: Mapping[str, Any] = {}
 
 
 class Stage(Protocol):
@@ -178,6 +184,8 @@ class Settle(_Stage):
         else:
             tier_model = runtime.tiers[ctx.route].model
             ctx.cost_micros = runtime.prices.cost_micros(tier_model, usage)
+            if ctx.cascade is not None:  # a small answer the cascade discarded was paid for too
+                ctx.cost_micros += ctx.cascade.discarded_micros
         baseline_model = runtime.baseline_model(ctx.tenant)
         ctx.baseline_cost_micros = runtime.prices.cost_micros(baseline_model, usage)
         ctx.response_headers["x-switchboard-cost-usd"] = format_usd(ctx.cost_micros)
@@ -196,7 +204,7 @@ class CallTier(_Stage):
         candidates = (ctx.decision.route, *ctx.decision.fallbacks)
         for i, route in enumerate(candidates):
             try:
-                await self._call(ctx, route)
+                served = await self._answer(ctx, route)
             except (UpstreamError, RateLimited) as exc:
                 ctx.runtime.health.record_failure(route)
                 ctx.attempts.append(f"{route}: {exc.status} {exc.code}: {exc.message}")
@@ -211,16 +219,28 @@ class CallTier(_Stage):
                 )
                 continue
             ctx.runtime.health.record_success(route)
-            ctx.served_by = route
-            if ctx.attempts:
+            ctx.served_by = served
+            if served != route:  # the cascade escalated (gateway.pipeline.cascade)
+                ctx.response_headers["x-switchboard-route"] = served
+            elif i > 0:
                 ctx.response_headers["x-switchboard-route"] = route
                 ctx.response_headers["x-switchboard-fallback"] = header_safe(
                     " -> ".join(candidates[: i + 1])
                 )
             return
 
+    async def _answer(self, ctx: RequestContext, route: str) -> str:
+        """Call ``route`` (through the tenant's cascade when it has one); the tier that
+        answered."""
+        cfg = cascade_for(ctx, route)
+        if cfg is None:
+            await self._call(ctx, route)
+            return route
+        return await cascade_answer(ctx, cfg, self._call)
+
     @staticmethod
-    async def _call(ctx: RequestContext, route: str) -> None:
+    async def _call(ctx: RequestContext, route: str, extra: Mapping[str, Any] = _NONE) -> None:
+        """Call one tier; ``extra``: payload fields the gateway adds (the cascade's logprobs)."""
         assert ctx.request is not None
         tier = ctx.runtime.tiers[route]
         masking = ctx.masking
@@ -236,6 +256,7 @@ class CallTier(_Stage):
             if masking is not None:
                 masking.answer_masked = False
                 ctx.response_headers.pop(MASKED_HEADER, None)
+        payload.update(extra)
         payload["model"] = tier.model
         cap = output_cap(ctx, route)
         if cap is not None and requested_output_cap(ctx) is None:
@@ -295,6 +316,7 @@ class RecordInLedger(_Stage):
             features=decision.features if decision else {},
             request_text=_request_text(ctx) if store_text else None,
             handoff=ctx.handoff,
+            cascade=ctx.cascade.outcome if ctx.cascade else None,
         )
         try:
             runtime.ledger.record(record)

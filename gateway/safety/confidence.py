@@ -23,7 +23,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
@@ -61,17 +61,38 @@ _HEDGES_ZH = (
 _HEDGE = re.compile("|".join(_HEDGES_EN) + "|" + "|".join(map(re.escape, _HEDGES_ZH)), re.I)
 
 
+CascadeStreamMode = Literal["off", "buffer"]
+CASCADE_STREAM_MODES: tuple[str, ...] = ("off", "buffer")
+
+
 class CascadeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """``tenants.NAME.cascade``: the small tier answers first, the large one when it is unsure."""
+    """``tenants.NAME.safety.cascade``: the small tier answers first, the large one when the
+    small answer looks unsure (docs/safety.md, "Cascade")."""
 
     enabled: bool = False
     # Escalate when the confidence is below this (1.0 = everything escalates, 0 = nothing).
     threshold: Share = 0.5
     # A token below this log-probability (e^-2.3 ≈ 10%) counts as one the model guessed.
-    low_token_logprob: float = -2.3
-    # Streaming: hold up to this many tokens of the small answer before deciding; past it the
-    # stream is sent as it is (it can no longer be taken back).
-    stream_buffer_tokens: Annotated[int, Meta(ge=0, le=4096)] = 256
+    low_token_logprob: Annotated[float, Meta(le=0.0)] = -2.3
+    # The tier that answers first and the one it escalates to (names under `tiers`).
+    small_tier: str = "small"
+    large_tier: str = "large"
+    # Streams: `buffer` holds the small tier's stream up to `stream_buffer_tokens` before
+    # judging it (a longer answer is sent unjudged: past the bound it can no longer be taken
+    # back); `off` streams the routed tier as usual, without a cascade.
+    stream: CascadeStreamMode = "buffer"
+    stream_buffer_tokens: Annotated[int, Meta(ge=1, le=4096)] = 256
+    # Ask an OpenAI-compatible small tier for token log-probabilities (`logprobs: true`; the
+    # client gets them only if it asked). Off for a server that rejects the field. llama.cpp
+    # in-process always gives them.
+    request_logprobs: bool = True
+
+    def __post_init__(self) -> None:
+        if self.small_tier == self.large_tier:
+            raise ValueError(
+                f"small_tier and large_tier are both {self.small_tier!r}; the cascade escalates "
+                "from one tier to another (e.g. small_tier: small, large_tier: large)"
+            )
 
 
 @dataclass(frozen=True, slots=True)

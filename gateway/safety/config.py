@@ -1,9 +1,11 @@
 """A tenant's safeguard settings, as the config holds them (``tenants.NAME.safety``).
 
 ``masking`` is :class:`MaskingConfig`; ``handoff`` is :class:`HandoffPolicy`, the detector's
-:class:`HandoffConfig` plus what the gateway does on a signal. Both are off by default. The
-config loader (``gateway.config``) embeds :class:`SafetyConfig` in each tenant; the pipeline
-stages (``gateway.pipeline.handoff``, ``gateway.pipeline.masking``) read it.
+:class:`HandoffConfig` plus what the gateway does on a signal; ``cascade`` is
+:class:`CascadeConfig` (small tier first, the large one when unsure). All are off by default. The
+config loader (``gateway.config``) embeds :class:`SafetyConfig` in each tenant and checks the
+cascade's tiers; the pipeline (``gateway.pipeline.handoff``, ``gateway.pipeline.masking``,
+``gateway.pipeline.cascade``) reads it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Literal
 
 import msgspec
 
+from gateway.safety.confidence import CascadeConfig
 from gateway.safety.entities import ENTITY_TYPES
 from gateway.safety.handoff import HandoffConfig
 from gateway.safety.masking import Masker
@@ -80,7 +83,9 @@ class HandoffPolicy(HandoffConfig, frozen=True, forbid_unknown_fields=True):
 
 
 class SafetyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """``tenants.NAME.safety``: privacy masking and human handoff, each off unless enabled."""
+    """``tenants.NAME.safety``: privacy masking, human handoff and the small-first cascade, each
+    off unless enabled."""
 
     masking: MaskingConfig = MaskingConfig()
     handoff: HandoffPolicy = HandoffPolicy()
+    cascade: CascadeConfig = CascadeConfig()
