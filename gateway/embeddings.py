@@ -16,20 +16,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
-
 from gateway.budget import BudgetBackendError, BudgetStore
 from gateway.errors import GatewayError, InvalidRequest, UpstreamError
 from gateway.ledger import LedgerRecord
 from gateway.money import MICROS_PER_USD, format_usd
 from gateway.pipeline.budget import exceeded, finish_reservation, reserve_budget
+from gateway.request_json import decode_json_body
 from gateway.runtime import Runtime
 from gateway.tiers.openai_compatible import usage_from
 from gateway.usage import Usage
 
 log = logging.getLogger("gateway.embeddings")
 
-_decode = msgspec.json.Decoder().decode
 
 ROUTE = "embeddings"
 
@@ -114,10 +112,7 @@ async def embed(
                 "This gateway serves no embeddings model (config: `embeddings`).",
                 code="model_not_found",
             )
-        try:
-            raw = _decode(body) if body else None
-        except msgspec.DecodeError as exc:
-            raise InvalidRequest(f"The request body is not valid JSON: {exc}") from exc
+        raw = decode_json_body(body) if body else None
         payload = _validate(raw)
         requested_model = payload["model"]
         tenant_cfg = runtime.tenant(tenant)

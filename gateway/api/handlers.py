@@ -16,6 +16,7 @@ from litestar.response import Stream
 
 from gateway.api import sse
 from gateway.api.errors import REQUEST_ID, error_response
+from gateway.api.openapi import CHAT_BODY, EMBEDDINGS_BODY, described
 from gateway.embeddings import embed
 from gateway.errors import (
     AuthenticationFailed,
@@ -66,7 +67,11 @@ def body_reader(request: AnyRequest) -> Callable[[], Awaitable[bytes]]:
     return read
 
 
-@post("/v1/chat/completions", status_code=200)
+@post(
+    "/v1/chat/completions",
+    status_code=200,
+    operation_class=described(CHAT_BODY, description="An OpenAI chat completion request"),
+)
 async def chat_completions(request: AnyRequest) -> Response[bytes] | Stream:
     board = switchboard_of(request)
     return await answer_chat(board, request_headers(request), body_reader(request))
@@ -158,7 +163,11 @@ async def _sse_body(
     yield sse.DONE
 
 
-@post("/v1/embeddings", status_code=200)
+@post(
+    "/v1/embeddings",
+    status_code=200,
+    operation_class=described(EMBEDDINGS_BODY, description="An OpenAI embeddings request"),
+)
 async def embeddings(request: AnyRequest) -> Response[bytes]:
     board = switchboard_of(request)
     tenant = _tenant_or_401(request, board)
@@ -194,7 +203,7 @@ def _model_object(name: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": _MODELS_CREATED, "owned_by": "switchboard"}
 
 
-@get("/v1/models")
+@get("/v1/models", operation_class=described())
 async def list_models(request: AnyRequest) -> Response[bytes]:
     board = switchboard_of(request)
     tenant = _tenant_or_401(request, board)
@@ -204,7 +213,7 @@ async def list_models(request: AnyRequest) -> Response[bytes]:
     return Response(content=_encode(body), media_type="application/json")
 
 
-@get("/v1/models/{model_id:path}")
+@get("/v1/models/{model_id:path}", operation_class=described())
 async def retrieve_model(request: AnyRequest, model_id: FromPath[str]) -> Response[bytes]:
     board = switchboard_of(request)
     tenant = _tenant_or_401(request, board)
@@ -247,7 +256,10 @@ async def readyz(request: AnyRequest) -> Response[bytes]:
     )
 
 
-@get("/admin/report")
+@get(
+    "/admin/report",
+    operation_class=described(query=("format", "group_by", "since", "tenant", "until")),
+)
 async def admin_report(request: AnyRequest) -> Response[bytes]:
     """Spend report for finance (admin key): ?tenant=&since=&until=&group_by=&format=json|csv."""
     board = switchboard_of(request)

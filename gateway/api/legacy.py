@@ -13,9 +13,10 @@ from litestar import Request, Response, post
 from litestar.response import Stream
 
 from gateway.api.handlers import answer_chat, body_reader, request_headers, switchboard_of
+from gateway.api.openapi import COMPLETIONS_BODY, described
 from gateway.errors import InvalidRequest
+from gateway.request_json import decode_json_body
 
-_decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 
 # Legacy-only parameters the chat endpoint has no equivalent for.
@@ -24,10 +25,7 @@ _DROPPED = ("prompt", "suffix", "echo", "best_of", "logprobs")
 
 def completion_to_chat(body: bytes) -> bytes:
     """A legacy completions body as a chat completions body."""
-    try:
-        raw = _decode(body) if body else None
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from exc
+    raw = decode_json_body(body) if body else None
     if not isinstance(raw, dict):
         raise InvalidRequest("The request body must be a JSON object with `model` and `prompt`.")
     prompt = raw.get("prompt")
@@ -90,7 +88,11 @@ def chat_chunk_to_text(chunk: dict[str, Any]) -> dict[str, Any]:
     return text_chunk
 
 
-@post("/v1/completions", status_code=200)
+@post(
+    "/v1/completions",
+    status_code=200,
+    operation_class=described(COMPLETIONS_BODY, description="A legacy OpenAI completions request"),
+)
 async def completions(request: Request[Any, Any, Any]) -> Response[bytes] | Stream:
     board = switchboard_of(request)
     read_raw = body_reader(request)

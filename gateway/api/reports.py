@@ -17,6 +17,7 @@ import anyio
 from litestar import Response, get
 
 from gateway.api.handlers import AnyRequest, request_headers, switchboard_of
+from gateway.api.openapi import described
 from gateway.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
 from gateway.pipeline.stages import presented_key
 from gateway.report_html import build_html_report
@@ -116,7 +117,7 @@ def _query(
         raise InvalidRequest(str(exc), param="from") from exc
 
 
-@get("/admin/reports/spend")
+@get("/admin/reports/spend", operation_class=described(query=tuple(sorted(_SPEND_PARAMS))))
 async def spend_report(request: AnyRequest) -> Response[bytes]:
     """Spend per day, month, model, tier or user: ``?tenant=&from=&to=&group_by=&format=``."""
     board = switchboard_of(request)
@@ -150,7 +151,7 @@ async def spend_report(request: AnyRequest) -> Response[bytes]:
     return Response(content=body.encode(), media_type=media)
 
 
-@get("/admin/reports")
+@get("/admin/reports", operation_class=described(query=tuple(sorted(_HTML_PARAMS))))
 async def html_report(request: AnyRequest) -> Response[bytes]:
     """The spend report as one self-contained HTML page: ``?tenant=&from=&to=``."""
     board = switchboard_of(request)

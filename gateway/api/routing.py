@@ -15,6 +15,7 @@ from gateway.api.handlers import (
     request_headers,
     switchboard_of,
 )
+from gateway.api.openapi import CHAT_BODY, described, inline_schema
 from gateway.errors import (
     AuthenticationFailed,
     GatewayError,
@@ -24,6 +25,7 @@ from gateway.feedback import COMMENT_LIMIT, VERDICTS, FeedbackError, Verdict
 from gateway.ledger import LedgerError
 from gateway.pipeline.explain import explain
 from gateway.pipeline.stages import presented_key
+from gateway.request_json import decode_json_body
 
 _encode = msgspec.json.Encoder().encode
 
@@ -38,7 +40,13 @@ def _json(body: Any, status: int = 200) -> Response[bytes]:
     return Response(content=_encode(body), status_code=status, media_type="application/json")
 
 
-@post("/v1/route/explain", status_code=200)
+@post(
+    "/v1/route/explain",
+    status_code=200,
+    operation_class=described(
+        CHAT_BODY, description="The chat request to explain", query=("tenant",)
+    ),
+)
 async def route_explain(request: AnyRequest) -> Response[bytes]:
     """The routing decision for a chat body, no model called. Tenant key; or the admin key
     with ``?tenant=NAME``."""
@@ -74,7 +82,13 @@ class FeedbackBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     comment: Annotated[str, Meta(max_length=COMMENT_LIMIT)] | None = None
 
 
-@post("/v1/feedback", status_code=200)
+@post(
+    "/v1/feedback",
+    status_code=200,
+    operation_class=described(
+        inline_schema(FeedbackBody), description="A verdict on one of the tenant's answers"
+    ),
+)
 async def feedback(request: AnyRequest) -> Response[bytes]:
     """A verdict (good, bad, handoff) on one of the tenant's answers, by its request id."""
     board = switchboard_of(request)
@@ -86,14 +100,12 @@ async def feedback(request: AnyRequest) -> Response[bytes]:
         )
     raw = await body_reader(request)()
     try:
-        body = msgspec.json.decode(raw, type=FeedbackBody)
+        body = msgspec.convert(decode_json_body(raw), FeedbackBody)
     except msgspec.ValidationError as exc:
         raise InvalidRequest(
             f"Invalid feedback: {exc}. Send {{\"request_id\": \"<x-switchboard-request-id of the "
             f"answer>\", \"verdict\": one of {', '.join(VERDICTS)}, \"comment\": optional}}."
         ) from exc
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"The body is not valid JSON: {exc}.") from exc
     store = board.feedback
     if store is None:
         raise InvalidRequest("Feedback is not available: this gateway runs without a ledger file.")
