@@ -14,6 +14,7 @@ from litestar.config.cors import CORSConfig
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 
+from gateway.api.cache_admin import CACHE_ADMIN_ROUTES
 from gateway.api.errors import (
     gateway_error_handler,
     http_exception_handler,
@@ -26,11 +27,13 @@ from gateway.api.reports import REPORT_ROUTES
 from gateway.api.routing import ROUTING_ROUTES
 from gateway.cache import build_cache_store
 from gateway.config import LoadedConfig, load_config
+from gateway.embedder import default_embedder
 from gateway.errors import GatewayError
 from gateway.feedback import FeedbackStore
 from gateway.ledger import Ledger, SqliteLedger
+from gateway.pipeline.semantic import build_semantic_cache
 from gateway.reload import ConfigReloader
-from gateway.runtime import build_runtime
+from gateway.runtime import build_runtime, needs_embedder
 from gateway.service import Switchboard, build_budget_store, build_ledger_relay
 from gateway.settings import Settings
 from gateway.telemetry import Telemetry
@@ -75,6 +78,8 @@ def build_switchboard(
     # Load both tokenizers now, not on the event loop at the first request (~0.2 s each).
     for model in ("gpt-4", "gpt-4o"):
         runtime.tokens.count_text("warm up", model)
+    if needs_embedder(loaded.config):
+        default_embedder()  # approved answers and the semantic cache embed text (~0.2 s to load)
     if telemetry is None:
         cfg = loaded.config.telemetry
         # Nothing would read spans or metrics: skip the ~25 µs per request.
@@ -89,6 +94,7 @@ def build_switchboard(
         ),
         # Once per process, kept across config reloads (state and redis are bound at start).
         budget_store=build_budget_store(loaded.config, settings.data_dir),
+        semantic_cache=build_semantic_cache(loaded.config, settings.data_dir),
     )
     if loaded.config.state == "redis" and isinstance(the_ledger, SqliteLedger):
         # Every process's records reach the shared Redis stream (`gateway ledger pull`).
@@ -121,6 +127,8 @@ def create_app(settings: Settings, *, switchboard: Switchboard | None = None) ->
                 watcher = asyncio.create_task(reloader.watch(server.watch_interval_s))
         # Releases reservations whose process died before settling them.
         board.start_budget_reaper()
+        # State: redis: other processes' semantic-cache entries reach this one's index.
+        board.start_semantic_refresh()
         if board.ledger_relay is not None:
             board.ledger_relay.start()
         board.ready = True
@@ -150,6 +158,12 @@ def create_app(settings: Settings, *, switchboard: Switchboard | None = None) ->
                 "x-switchboard-budget-warning",
                 "x-switchboard-handoff",
                 "x-switchboard-masked",
+                "x-switchboard-cache-layer",
+                "x-switchboard-intent",
+                "x-switchboard-similarity",
+                "x-switchboard-placeholders",
+                "x-switchboard-answers",
+                "x-switchboard-semantic-cache",
                 "x-ratelimit-limit-requests",
                 "x-ratelimit-remaining-requests",
                 "x-ratelimit-reset-requests",
@@ -160,7 +174,14 @@ def create_app(settings: Settings, *, switchboard: Switchboard | None = None) ->
             ],
         )
     app = Litestar(
-        route_handlers=[*ROUTES, *ROUTING_ROUTES, completions, metrics, *REPORT_ROUTES],
+        route_handlers=[
+            *ROUTES,
+            *ROUTING_ROUTES,
+            completions,
+            metrics,
+            *REPORT_ROUTES,
+            *CACHE_ADMIN_ROUTES,
+        ],
         lifespan=[lifespan],
         cors_config=cors,
         request_max_body_size=server.body_limit_bytes,

@@ -22,7 +22,8 @@ from gateway.safety.commands import add_safety_commands, run_safety_command
 from gateway.settings import Settings, default_data_dir
 
 if TYPE_CHECKING:
-    from gateway.config import TenantConfig
+    from gateway.answers.matcher import ApprovedAnswers
+    from gateway.config import GatewayConfig, TenantConfig
     from gateway.reports import BudgetLookup, LocalCurrency
 
 DATA_DIR_HELP = "state directory (default $SWITCHBOARD_DATA_DIR, else ~/.local/share/switchboard)"
@@ -428,6 +429,14 @@ def _config_check(path: Path) -> int:
     except ValueError as exc:
         _err(f"error: {path}: {exc}")
         return 1
+    from gateway.runtime import build_answer_layers
+
+    try:
+        # Every tenant's matcher model read as the gateway reads it, and its cache secret.
+        answers, _ = build_answer_layers(loaded, os.environ)
+    except ConfigError as exc:
+        _err(f"error: {exc}")
+        return 1
     tiers = ", ".join(f"{name} = {t.model}" for name, t in config.tiers.configured().items())
     _out(f"{path}: ok")
     _out(f"  tiers: {tiers}")
@@ -462,7 +471,30 @@ def _config_check(path: Path) -> int:
     ]
     if safety:
         _out(f"  safety: {'; '.join(safety)}")
+    layers = _answer_layers(config, answers)
+    if layers:
+        _out(f"  answer layers: {'; '.join(layers)}")
     return 0
+
+
+def _answer_layers(config: GatewayConfig, answers: ApprovedAnswers) -> list[str]:
+    """Per tenant: its approved answers (intents, stale model) and semantic cache threshold."""
+    from gateway.pipeline.semantic import tenant_policies
+
+    policies = tenant_policies(config) if config.semantic_cache.enabled else {}
+    out = []
+    for name in config.tenants:
+        on = []
+        loaded = answers.tenant(name) if config.answers.enabled else None
+        if loaded is not None:
+            stale = ", model stale: retrain it" if loaded.stale else ""
+            on.append(f"answers: {len(loaded.answers.intents)} intents{stale}")
+        if name in policies:
+            on.append(f"semantic cache: threshold {policies[name].threshold:g}")
+        if on:
+            out.append(f"{name} ({', '.join(on)})")
+    return out
+
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import msgspec
 import yaml
 from msgspec import Meta
 
+from gateway.answers.config import AnswersConfig, TenantAnswersConfig
 from gateway.budget.config import BudgetConfig, RateLimitsConfig
 from gateway.pricing import (
     FREE,
@@ -35,6 +36,7 @@ from gateway.pricing import (
     litellm_context_window,
 )
 from gateway.safety.config import SafetyConfig
+from gateway.semantic_config import SemanticCacheConfig, TenantSemanticConfig
 
 TIER_NAMES: tuple[str, ...] = ("small", "large")
 # "handoff": answered by the gateway with a tenant's approved holding text (docs/safety.md).
@@ -332,6 +334,10 @@ class TenantConfig(_Strict, frozen=True):
     rate_limits: RateLimitsConfig | None = None
     # Privacy masking before a hosted tier and human handoff (docs/safety.md); both off.
     safety: SafetyConfig = SafetyConfig()
+    # Approved answers for known intents (docs/caching.md); unset: none.
+    answers: TenantAnswersConfig | None = None
+    # The semantic response cache for this tenant (docs/caching.md); off unless enabled.
+    semantic_cache: TenantSemanticConfig = TenantSemanticConfig()
 
     def __post_init__(self) -> None:
         try:
@@ -369,6 +375,9 @@ class GatewayConfig(_Strict, frozen=True):
     state: Literal["embedded", "redis"] = "embedded"
     redis: RedisConfig = RedisConfig()
     cache: CacheConfig = CacheConfig()
+    # Approved answers and the semantic cache: switches and tenant defaults (docs/caching.md).
+    answers: AnswersConfig = AnswersConfig()
+    semantic_cache: SemanticCacheConfig = SemanticCacheConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
     embeddings: EmbeddingsConfig | None = None
     server: ServerConfig = ServerConfig()
@@ -587,6 +596,15 @@ def _check_weights(path: str, source: str) -> None:
         ) from None
 
 
+def _check_answers(path: str, answers: TenantAnswersConfig, source: str) -> None:
+    from gateway.answers.loading import AnswersConfigError, check_answers
+
+    try:
+        check_answers(answers)
+    except AnswersConfigError as exc:
+        raise ConfigError(f"{source}: {path}.{exc.field}: {exc}") from None
+
+
 def _check(config: GatewayConfig, source: str) -> PriceTable:
     """Cross-field checks msgspec cannot express; returns the price table the config implies."""
 
@@ -691,6 +709,8 @@ def _check(config: GatewayConfig, source: str) -> PriceTable:
                 f"$.tenants.{tenant}.safety.handoff.action",
                 "`large` needs a large tier under `tiers`; use `none` or `answer`",
             )
+        if tc.answers is not None:
+            _check_answers(f"$.tenants.{tenant}.answers", tc.answers, source)
         cascade = tc.safety.cascade
         if cascade.enabled:
             for field_name in ("small_tier", "large_tier"):

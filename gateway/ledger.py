@@ -78,6 +78,11 @@ class LedgerRecord:
     attempts: tuple[str, ...] = ()
     # The human-handoff signal of the request ("legal_threat", "intent:refund_dispute"), if any.
     handoff: str | None = None
+    # Which answer-reuse layer answered a "cache" request: "exact", "answers" (approved
+    # answers) or "semantic"; None when a model (or nothing) answered.
+    cache_layer: str | None = None
+    # The approved-answers intent that answered (layer "answers").
+    intent: str | None = None
     # What the small-first cascade did: "kept", "escalated" (cost_micros includes the discarded
     # small answer, listed in attempts) or "unjudged"; None when it did not run.
     cascade: str | None = None
@@ -206,6 +211,13 @@ class Ledger(Protocol):
         ``{"cascade": "kept" | "escalated" | "unjudged"}``)."""
         ...
 
+    def cache_layers(
+        self, tenants: TenantSet, since: datetime | None, until: datetime | None
+    ) -> list[SummaryRow]:
+        """Raw records answered from stored text in ``[since, until)``, summed per layer (key
+        ``{"cache_layer": "exact" | "answers" | "semantic"}``)."""
+        ...
+
     def tenants(self) -> list[str]:
         """Every tenant with raw records, sorted."""
         ...
@@ -315,6 +327,16 @@ MIGRATIONS: list[tuple[str, str]] = [
         "ALTER TABLE daily_aggregates ADD COLUMN handoffs INTEGER NOT NULL DEFAULT 0",
     ),
     (
+        # Which answer-reuse layer answered (exact, answers, semantic; docs/caching.md).
+        "0011_add_requests_cache_layer",
+        "ALTER TABLE requests ADD COLUMN cache_layer TEXT",
+    ),
+    (
+        # The approved-answers intent that answered.
+        "0012_add_requests_intent",
+        "ALTER TABLE requests ADD COLUMN intent TEXT",
+    ),
+    (
         # The cascade's outcome (kept, escalated, unjudged; docs/safety.md); NULL: it did not run.
         "0013_add_requests_cascade",
         "ALTER TABLE requests ADD COLUMN cascade TEXT",
@@ -386,9 +408,10 @@ _COLUMNS = (
     "request_id, ts_us, tenant, requested_model, route, model, prompt_tokens, completion_tokens, "
     "cost_micros, large_cost_micros, latency_ms, status, stream, cache_hit, usage_estimated, "
     "error_code, end_user, reasons, features, request_text, attempts, handoff, "
-    "cascade"
+    "cascade, cache_layer, intent"
 )
 LEDGER_COLUMNS: tuple[str, ...] = tuple(c.strip() for c in _COLUMNS.split(","))
+_COLUMN_AT = {name: i for i, name in enumerate(LEDGER_COLUMNS)}
 _INSERT = f"INSERT INTO requests ({_COLUMNS}) VALUES ({', '.join('?' * len(LEDGER_COLUMNS))})"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -434,6 +457,8 @@ def _to_row(rec: LedgerRecord) -> tuple[Any, ...]:
         json.dumps(list(rec.attempts), ensure_ascii=False),
         rec.handoff,
         rec.cascade,
+        rec.cache_layer,
+        rec.intent,
     )
 
 
@@ -462,6 +487,8 @@ def _from_row(row: Sequence[Any]) -> LedgerRecord:
         attempts=tuple(json.loads(row[20])),
         handoff=row[21],
         cascade=row[22],
+        cache_layer=row[_COLUMN_AT["cache_layer"]],
+        intent=row[_COLUMN_AT["intent"]],
     )
 
 
@@ -843,6 +870,25 @@ class SqliteLedger:
             params.append(_to_us(until))
         expressions = {"cascade": "cascade"}
         return self._spend(expressions, "requests", where, params, ["cascade"], _RAW_SUMS)
+
+    def cache_layers(
+        self, tenants: TenantSet, since: datetime | None, until: datetime | None
+    ) -> list[SummaryRow]:
+        """Raw records answered from stored text in ``[since, until)``, summed per layer.
+
+        Raw records only: rolled-up days (``gateway ledger prune``) keep the cache hits' total,
+        not their layer.
+        """
+        where, params = _tenant_where(tenants)
+        where += " AND cache_layer IS NOT NULL"
+        if since is not None:
+            where += " AND ts_us >= ?"
+            params.append(_to_us(since))
+        if until is not None:
+            where += " AND ts_us < ?"
+            params.append(_to_us(until))
+        expressions = {"cache_layer": "cache_layer"}
+        return self._spend(expressions, "requests", where, params, ["cache_layer"], _RAW_SUMS)
 
     def tenants(self) -> list[str]:
         """Every tenant with raw records, sorted."""

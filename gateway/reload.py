@@ -10,6 +10,11 @@ model is not reloaded, pooled connections stay open); replaced tiers are closed 
 since requests that started before the swap may still be using them. Tier health carries over.
 What a reload cannot change (it is bound at start): ``state``, ``redis``, ``cache``,
 ``telemetry`` and ``server``; a change there is logged as needing a restart.
+
+Tenants' approved answers are part of the config: their answers files and models are watched
+with the config file, and reloaded with it. When a tenant's answers file (or its model)
+changed, its cached answers (exact and semantic) are purged after the swap: answers cached from
+a model before a person approved new text must not outlive the change.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from pathlib import Path
 import anyio
 
 from gateway.config import ConfigError, GatewayConfig, LoadedConfig, load_config
-from gateway.runtime import Runtime, build_runtime, build_tier
+from gateway.runtime import Runtime, build_runtime, build_tier, needs_embedder
 from gateway.service import Switchboard
 from gateway.tiers.base import Tier
 
@@ -67,6 +72,7 @@ class ConfigReloader:
         self.reloads = 0
         self._lock = asyncio.Lock()
         self._digest = _digest(config_path)
+        self._answers = _answers_digests(board.runtime.config)
 
     async def reload(self, why: str) -> ReloadOutcome:
         """Load, check and swap in the config file; the old config stays on any failure."""
@@ -77,13 +83,15 @@ class ConfigReloader:
                 runtime = await self._build(loaded)
                 # A tenant's first budget or rate limit: open the store before it is needed.
                 await self.board.ensure_budget_store(loaded.config, self.data_dir)
+                await self.board.ensure_semantic_cache(loaded.config, self.data_dir)
             except ConfigError as exc:
                 log.error("config reload (%s) rejected; the old config keeps serving: %s", why, exc)
                 return ReloadOutcome(False, str(exc))
             except Exception as exc:  # noqa: BLE001 - a reload must never take the gateway down
                 log.exception("config reload (%s) failed; the old config keeps serving", why)
                 return ReloadOutcome(False, f"{type(exc).__name__}: {exc}")
-            old = self.board.runtimes.swap(runtime)
+            old = self.board.swap_runtime(runtime)
+            await self._purge_changed_answers(runtime.config)
             self.retired.extend(t for n, t in old.tiers.items() if runtime.tiers.get(n) is not t)
             if old.embeddings is not None and old.embeddings is not runtime.embeddings:
                 self.retired.append(old.embeddings)
@@ -98,7 +106,25 @@ class ConfigReloader:
             return ReloadOutcome(True, message)
 
     def _load(self) -> LoadedConfig:
-        return load_config(self.config_path, env=self.env)
+        loaded = load_config(self.config_path, env=self.env)
+        if needs_embedder(loaded.config):
+            from gateway.embedder import default_embedder
+
+            default_embedder()  # loaded here, in a thread, not at the first request
+        return loaded
+
+    async def _purge_changed_answers(self, config: GatewayConfig) -> None:
+        before, self._answers = self._answers, _answers_digests(config)
+        for tenant, digests in self._answers.items():
+            if tenant in before and before[tenant] != digests:
+                purged = await self.board.purge_tenant(tenant)
+                await self.board.purge_exact(tenant)
+                log.warning(
+                    "config reload: the approved answers of %s changed; its exact-cache "
+                    "entries and %d semantic-cache entries purged",
+                    tenant,
+                    purged,
+                )
 
     async def _build(self, loaded: LoadedConfig) -> Runtime:
         old = self.board.runtime
@@ -146,7 +172,9 @@ class ConfigReloader:
         return runtime
 
     def changed(self) -> bool:
-        return _digest(self.config_path) != self._digest
+        if _digest(self.config_path) != self._digest:
+            return True
+        return _answers_digests(self.board.runtime.config) != self._answers
 
     async def watch(self, interval_s: float) -> None:
         """Reload whenever the file's content changes (checked every ``interval_s``)."""
@@ -170,6 +198,18 @@ class ConfigReloader:
         for tier in self.retired:
             await tier.aclose()
         self.retired.clear()
+
+
+def _answers_digests(config: GatewayConfig) -> dict[str, tuple[str | None, str | None]]:
+    """Per tenant with approved answers: the digests of its answers file and model."""
+    return {
+        tenant: (
+            _digest(Path(tc.answers.file).expanduser()),
+            _digest(Path(tc.answers.model).expanduser()),
+        )
+        for tenant, tc in config.tenants.items()
+        if tc.answers is not None
+    }
 
 
 def _restart_only_changes(old: GatewayConfig, new: GatewayConfig) -> list[str]:

@@ -22,6 +22,7 @@ from gateway.budget.store import BudgetBackendError, BudgetStore
 from gateway.ledger import Ledger, LedgerQuery, SummaryRow, TenantSet
 from gateway.money import format_usd
 from gateway.reports_cascade import CascadeSummary, cascade_json, cascade_lines, cascade_summary
+from gateway.reports_layers import LayerSummary, layer_summary, layers_json, layers_lines
 from gateway.timezones import TenantZones, constant_offset_spans, zone
 
 if TYPE_CHECKING:
@@ -374,6 +375,8 @@ class SpendReport:
     budget: tuple[BudgetStatus, ...] | None  # None for a report over every tenant
     # The tenant's budget currency when it is not USD (one-tenant reports only).
     local: LocalCurrency | None = None
+    # Requests answered without a model, per layer (exact, answers, semantic); None: none.
+    cache_layers: LayerSummary | None = None
     # The small-first cascade's outcomes and savings (raw records); None: it never ran.
     cascade: CascadeSummary | None = None
 
@@ -435,6 +438,7 @@ def build_spend_report(
         total=total,
         budget=budget,
         local=local if query.tenant is not None else None,
+        cache_layers=layer_summary(ledger, [t for _, t in plans], query.since, query.until),
         cascade=cascade_summary(ledger, [t for _, t in plans], query.since, query.until),
     )
 
@@ -558,6 +562,7 @@ def render_spend_json(report: SpendReport) -> str:
             if report.budget is None
             else {b.period: budget_json(b, report.local) for b in report.budget}
         ),
+        "cache_layers": layers_json(report.cache_layers),
         "cascade": cascade_json(report.cascade),
     }
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
@@ -616,7 +621,11 @@ def render_spend_table(report: SpendReport) -> str:
         for cells, row in zip(body, report.rows, strict=True):
             cells.append(local.amount(row.cost_micros))
         total = [*total, local.amount(report.total.cost_micros)]
-    return _aligned(group_by, header, body, total) + cascade_lines(report.cascade)
+    return (
+        _aligned(group_by, header, body, total)
+        + cascade_lines(report.cascade)
+        + layers_lines(report.cache_layers)
+    )
 
 
 def format_usd_cents(micros: int) -> str:

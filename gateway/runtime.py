@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.answers.matcher import ApprovedAnswers
 from gateway.config import (
     ConfigError,
     GatewayConfig,
@@ -45,6 +46,10 @@ class Runtime:
     health: TierHealth = field(default_factory=TierHealth)
     # Per tenant that masks personal values (safety.masking.enabled): its masker.
     masking: Mapping[str, TenantMasking] = field(default_factory=dict)
+    # Per tenant with `answers`: its approved answers and their matcher.
+    answers: ApprovedAnswers = field(default_factory=ApprovedAnswers)
+    # Per tenant with a semantic-cache `secret_env`: the key of its entity hashes.
+    semantic_secrets: Mapping[str, bytes] = field(default_factory=dict)
 
     @property
     def config(self) -> GatewayConfig:
@@ -151,6 +156,7 @@ def build_runtime(
         masking = build_tenant_masking(loaded.config, env)
     except ValueError as exc:  # a named masking secret is not set: fail at start, not per request
         raise ConfigError(f"{loaded.source}: {exc}") from None
+    answers, semantic_secrets = build_answer_layers(loaded, env)
     if tiers is None:
         tiers = build_tiers(loaded.config, env)
     return Runtime(
@@ -163,6 +169,36 @@ def build_runtime(
         embeddings=build_embeddings(loaded.config, env),
         health=configured_health(loaded, health),
         masking=masking,
+        answers=answers,
+        semantic_secrets=semantic_secrets,
+    )
+
+
+def build_answer_layers(
+    loaded: LoadedConfig, env: Mapping[str, str]
+) -> tuple[ApprovedAnswers, dict[str, bytes]]:
+    """The tenants' approved answers (their models read now) and semantic-cache keys; raises
+    ``ConfigError`` naming the tenant's key and the fix."""
+    from gateway.answers.loading import AnswersConfigError, load_approved_answers
+    from gateway.pipeline.semantic import tenant_secrets
+
+    config = loaded.config
+    try:
+        answers = load_approved_answers(
+            {t: tc.answers for t, tc in config.tenants.items() if tc.answers is not None}
+        )
+        secrets = tenant_secrets(config, env)
+    except AnswersConfigError as exc:
+        raise ConfigError(f"{loaded.source}: {exc.field}: {exc}") from None
+    except ValueError as exc:  # a named semantic-cache secret is not set
+        raise ConfigError(f"{loaded.source}: {exc}") from None
+    return answers, secrets
+
+
+def needs_embedder(config: GatewayConfig) -> bool:
+    """Does any tenant use approved answers or the semantic cache (both embed text)?"""
+    return any(
+        tc.answers is not None or tc.semantic_cache.enabled for tc in config.tenants.values()
     )
 
 

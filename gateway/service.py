@@ -1,7 +1,8 @@
 """The gateway as the HTTP layer sees it: the current runtime and the pipeline to run on it.
 
-The ``Switchboard`` also owns what outlives a config reload: the cache store, the feedback store
-and the budget store (with its reaper task). ``state`` and ``redis`` are bound at start, so the
+The ``Switchboard`` also owns what outlives a config reload: the cache store, the semantic cache
+(with its index refresh task under ``state: redis``), the feedback store and the budget store
+(with its reaper task). ``state`` and ``redis`` are bound at start, so the
 budget store's kind never changes; a reload that gives a tenant its first budget opens it then.
 """
 
@@ -17,12 +18,19 @@ from typing import TYPE_CHECKING
 import anyio
 
 from gateway.budget import BudgetStore, RedisBudgetStore, SqliteBudgetStore, reap_periodically
+from gateway.cache.semantic import SemanticCache
+from gateway.cache.stage import CacheStage
 from gateway.cache.store import CacheStore
 from gateway.config import GatewayConfig
 from gateway.feedback import FeedbackStore
 from gateway.ledger_stream import LedgerRelay
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.core import Pipeline
+from gateway.pipeline.semantic import (
+    build_semantic_cache,
+    refresh_periodically,
+    tenant_policies,
+)
 from gateway.pipeline.stages import default_stages
 from gateway.runtime import Runtime, RuntimeHolder
 from gateway.settings import BUDGET_FILE
@@ -68,8 +76,13 @@ class Switchboard:
         cache_store: CacheStore | None = None,
         feedback: FeedbackStore | None = None,
         budget_store: BudgetStore | None = None,
+        semantic_cache: SemanticCache | None = None,
     ) -> None:
         self.runtimes = RuntimeHolder(runtime)
+        # The semantic response cache; None until a tenant enables it.
+        self.semantic = semantic_cache
+        self._semantic_refresh: asyncio.Task[None] | None = None
+        self._configure_semantic(runtime)
         # Budget counters and rate windows; None until a tenant has a budget or rate limits.
         self.budget_store = budget_store
         self._reaper: asyncio.Task[None] | None = None
@@ -81,7 +94,11 @@ class Switchboard:
         self.ledger_relay: LedgerRelay | None = None
         self.telemetry = telemetry
         self.cache_store = cache_store
-        stages = default_stages(cache_store, budget_store=lambda: self.budget_store)
+        stages = default_stages(
+            cache_store,
+            budget_store=lambda: self.budget_store,
+            semantic_cache=lambda: self.semantic,
+        )
         if telemetry is not None:
             # First, so its exit runs last and sees the final status and cost.
             stages = [ObserveStage(telemetry), *stages]
@@ -101,6 +118,55 @@ class Switchboard:
             headers=headers,
             read_body=read_body,
         )
+
+    def swap_runtime(self, runtime: Runtime) -> Runtime:
+        """Make ``runtime`` current (a config reload); returns the old one."""
+        self._configure_semantic(runtime)
+        return self.runtimes.swap(runtime)
+
+    def _configure_semantic(self, runtime: Runtime) -> None:
+        if self.semantic is not None:
+            self.semantic.configure(tenant_policies(runtime.config), runtime.semantic_secrets)
+
+    async def ensure_semantic_cache(self, config: GatewayConfig, data_dir: Path) -> None:
+        """Open the semantic cache if ``config`` needs one and none is open (a reload that
+        enables it for a first tenant)."""
+        if self.semantic is not None:
+            return
+        self.semantic = await anyio.to_thread.run_sync(build_semantic_cache, config, data_dir)
+        if self.semantic is not None:
+            log.warning("semantic cache opened for the reloaded config (%s)", config.state)
+            self.start_semantic_refresh()
+
+    def start_semantic_refresh(self) -> None:
+        """With ``state: redis``, refresh each tenant's index from the shared store on a timer
+        (``semantic_cache.refresh_interval_s``); the app's lifespan calls this."""
+        cache = self.semantic
+        if cache is None or self._semantic_refresh is not None:
+            return
+        if self.runtime.config.state != "redis":
+            return  # one process per diskcache index in practice; nothing to pick up
+        self._semantic_refresh = asyncio.create_task(
+            refresh_periodically(
+                cache, lambda: self.runtime.config.semantic_cache.refresh_interval_s
+            ),
+            name="semantic-cache-refresh",
+        )
+
+    async def purge_tenant(self, tenant: str) -> int:
+        """Remove every semantic-cache entry of ``tenant`` (an admin asked); how many there
+        were."""
+        if self.semantic is None:
+            return 0
+        return await anyio.to_thread.run_sync(self.semantic.purge, tenant)
+
+    async def purge_exact(self, tenant: str) -> bool:
+        """Make every exact-cache entry of ``tenant`` unreachable; False: no exact cache."""
+        for stage in self.pipeline.stages:
+            if isinstance(stage, CacheStage):
+                await stage.purge(tenant)
+                return True
+        return False
 
     def start_budget_reaper(self, interval_s: float = REAP_INTERVAL_S) -> None:
         """Release expired reservations periodically (the app's lifespan calls this)."""
@@ -131,6 +197,15 @@ class Switchboard:
             self._reaper = None
         if self.budget_store is not None:
             await self.budget_store.aclose()
+        if self._semantic_refresh is not None:
+            self._semantic_refresh.cancel()
+            try:
+                await self._semantic_refresh
+            except asyncio.CancelledError:
+                pass
+            self._semantic_refresh = None
+        if self.semantic is not None:
+            await anyio.to_thread.run_sync(self.semantic.backend.close)
         for tier in self.runtime.tiers.values():
             await tier.aclose()
         if self.runtime.embeddings is not None:

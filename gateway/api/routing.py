@@ -16,6 +16,7 @@ from gateway.api.handlers import (
     switchboard_of,
 )
 from gateway.api.openapi import CHAT_BODY, described, inline_schema
+from gateway.cache.semantic.feedback import apply_verdict
 from gateway.errors import (
     AuthenticationFailed,
     GatewayError,
@@ -126,9 +127,19 @@ async def feedback(request: AnyRequest) -> Response[bytes]:
             "header of one of its answers.",
             param="request_id",
         )
-    return _json(
-        {"object": "feedback", "request_id": body.request_id, "verdict": body.verdict}
-    )
+    answer: dict[str, Any] = {
+        "object": "feedback",
+        "request_id": body.request_id,
+        "verdict": body.verdict,
+    }
+    semantic = board.semantic
+    if semantic is not None:
+        # A wrong answer leaves the semantic cache at once (the entry it was served from, or
+        # the one its answer created); "good" and "handoff" change nothing there.
+        answer["invalidated"] = await anyio.to_thread.run_sync(
+            apply_verdict, semantic, tenant, body.request_id, body.verdict
+        )
+    return _json(answer)
 
 
 ROUTING_ROUTES = [route_explain, feedback]

@@ -10,13 +10,22 @@ Request header ``x-switchboard-cache`` (comma-separated, like ``Cache-Control``)
 ``no-store``: do not store this answer (a stored one may still be served). Both: bypass.
 
 Response headers: ``x-switchboard-cache: hit | miss | bypass`` (bypass with
-``x-switchboard-cache-reason``); on a hit also ``x-switchboard-route: cache`` and the model that
-first gave the answer in ``x-switchboard-model``. None when the cache is off for the tenant.
+``x-switchboard-cache-reason``); on a hit also ``x-switchboard-route: cache``,
+``x-switchboard-cache-layer: exact`` and the model that first gave the answer in
+``x-switchboard-model``. None when the cache is off for the tenant.
+
+Purging a tenant (``purge``: the admin endpoint, a change of its approved answers) cannot list
+its entries (keys are hashes). Instead each tenant has an *epoch*, a random token kept in the
+store and mixed into its keys: a purge draws a new one, and every earlier entry is no longer
+found (it expires or is evicted first: it is older than the epoch's record). Each process
+re-reads a tenant's epoch at most every ``EPOCH_REFRESH_S``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
@@ -34,8 +43,14 @@ log = logging.getLogger("gateway.cache")
 
 CACHE_HEADER = "x-switchboard-cache"
 CACHE_REASON_HEADER = "x-switchboard-cache-reason"
+# On every answer served without a model call from stored text: exact | answers | semantic.
+CACHE_LAYER_HEADER = "x-switchboard-cache-layer"
 
 ENTRY_VERSION = 1
+# How often a process re-reads a tenant's epoch (another process may have purged it).
+EPOCH_REFRESH_S = 5.0
+# An epoch record outlives every entry (evicted last: it expires last, or was stored after them).
+_EPOCH_TTL_S = 10 * 365 * 86_400.0
 
 
 class CacheEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -98,6 +113,27 @@ class CacheStage:
         self._min_piece_chars = min_piece_chars
         # Misses per key not stored yet (see CacheConfig.admit_after), oldest key first.
         self._seen: dict[str, int] = {}
+        # Tenant -> (epoch, when read): see the module docstring.
+        self._epochs: dict[str, tuple[str, float]] = {}
+
+    async def _scope(self, tenant: str) -> str:
+        """The tenant as its cache keys name it: with its epoch once it has been purged."""
+        now = time.monotonic()
+        known = self._epochs.get(tenant)
+        if known is None or now - known[1] >= EPOCH_REFRESH_S:
+            raw = await self.store.get(_epoch_key(tenant))
+            # A failed read is None too: keep the epoch known rather than reopen old entries.
+            epoch = raw.decode() if raw else (known[0] if known else "")
+            known = self._epochs[tenant] = (epoch, now)
+        return f"{tenant}\x1f{known[0]}" if known[0] else tenant
+
+    async def purge(self, tenant: str) -> None:
+        """Make every entry of ``tenant`` unreachable, in this process at once, in the others
+        within ``EPOCH_REFRESH_S``."""
+        epoch = os.urandom(12).hex()
+        await self.store.set(_epoch_key(tenant), epoch.encode(), _EPOCH_TTL_S)
+        self._epochs[tenant] = (epoch, time.monotonic())
+        self._seen.clear()
 
     async def enter(self, ctx: RequestContext) -> None:
         assert ctx.request is not None and ctx.tenant is not None
@@ -111,10 +147,11 @@ class CacheStage:
             headers[CACHE_REASON_HEADER] = "handoff"
             return
         masking = ctx.masking
+        scope = await self._scope(ctx.tenant)
         if masking is None:
-            key = cache_key(ctx.tenant, ctx.payload)
+            key = cache_key(scope, ctx.payload)
         else:  # keyed on what a hosted model would see, plus keyed hashes of the masked values
-            key = cache_key(ctx.tenant, masking.payload, masking.value_hashes)
+            key = cache_key(scope, masking.payload, masking.value_hashes)
         if key is None:
             headers[CACHE_HEADER] = "bypass"
             headers[CACHE_REASON_HEADER] = f"uncacheable: {uncacheable_reason(ctx.payload)}"
@@ -176,6 +213,7 @@ class CacheStage:
         chunk_id = f"chatcmpl-{ctx.request_id}"
         ctx.cache_key = None  # it is stored already
         ctx.served_by = "cache"
+        ctx.cache_layer = "exact"
         if ctx.masking is not None:
             ctx.masking.answer_masked = True  # stored masked: the mask stage restores it
         ctx.model = entry.model
@@ -186,6 +224,7 @@ class CacheStage:
                 "x-switchboard-model": entry.model,
                 "x-switchboard-reason": "exact cache hit",
                 CACHE_HEADER: "hit",
+                CACHE_LAYER_HEADER: "exact",
             }
         )
         if ctx.request.wants_stream:
@@ -218,6 +257,20 @@ class CacheStage:
         if entry is None:
             return
         await self.store.set(key, _encode(entry), ctx.runtime.config.cache.ttl_s)
+
+
+def _epoch_key(tenant: str) -> str:
+    return "epoch:" + hashlib.sha256(tenant.encode()).hexdigest()
+
+
+def encode_entry(entry: CacheEntry) -> bytes:
+    return _encode(entry)
+
+
+def entry_of(ctx: RequestContext) -> CacheEntry | None:
+    """The tier's answer as a cache entry (masked for a masking tenant), or None when it is not a
+    whole plain-text answer that ended with "stop"; the semantic cache stores the same."""
+    return _entry_of(ctx)
 
 
 def _entry_of(ctx: RequestContext) -> CacheEntry | None:

@@ -17,6 +17,7 @@ from gateway.usage import Usage
 if TYPE_CHECKING:
     from gateway.pipeline.cascade import CascadeResult
     from gateway.pipeline.masking import RequestMasking
+    from gateway.pipeline.semantic import SemanticQuery
     from gateway.runtime import Runtime
 
 # Not an HTTP status a client ever sees: the ledger's mark for "client went away mid-answer".
@@ -83,6 +84,13 @@ class RequestContext:
     finish_reason: str | None = None
     # Set by the cache stage when this request's answer may be stored, and under which key.
     cache_key: str | None = None
+    # Which answer-reuse layer answered: "exact", "answers" (approved answers) or "semantic";
+    # for the x-switchboard-cache-layer header, the ledger and the reports.
+    cache_layer: str | None = None
+    # The approved-answers intent that answered (x-switchboard-intent, the ledger).
+    intent: str | None = None
+    # Set by the semantic stage when this request's answer may be stored, and under what.
+    semantic: SemanticQuery | None = None
 
     @property
     def answered(self) -> bool:

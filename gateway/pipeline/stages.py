@@ -23,6 +23,10 @@ every stage whose ``enter`` ran, so accounting stages see every request, errors 
                 exit: settle the reservation to ctx.cost_micros, or release it (nothing made)
     settle      exit: usage (upstream's or counted) → cost, savings, cost header
     cache       enter: a hit answers here; exit: stores a complete tier answer (masked)
+    answers     enter: the tenant's approved answer when the matcher names one intent
+                (gateway.pipeline.answers)
+    semantic    enter: an earlier answer to a request that means the same; exit: stores a
+                complete tier answer (masked, in a worker thread) (gateway.pipeline.semantic)
     tier        enter: call the chosen tier (with the output cap the reservation assumed);
                 sets ctx.completion or ctx.stream; a cache-only request that got here is refused;
                 a tenant's cascade (small first, large when unsure) runs here
@@ -31,7 +35,8 @@ every stage whose ``enter`` ran, so accounting stages see every request, errors 
 ``reserve`` comes before ``settle`` in the list so that on the way out (reverse order) ``settle``
 has priced the answer before ``reserve`` settles it. The budget stages live in
 ``gateway.pipeline.budget``; a tenant with no budget and no rate limits makes no store call.
-Later capabilities (approved answers, the semantic cache) are further stages.
+The three answer-reuse layers (exact cache, approved answers, semantic cache) come in that
+order: the cheapest and surest first; any of them ends the walk with route ``cache``.
 """
 
 from __future__ import annotations
@@ -41,12 +46,14 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from gateway.budget import BudgetStore
+from gateway.cache.semantic import SemanticCache
 from gateway.cache.stage import CacheStage
 from gateway.cache.store import CacheStore
 from gateway.chat import parse_chat_request
 from gateway.errors import AuthenticationFailed, RateLimited, UpstreamError
 from gateway.ledger import LedgerRecord
 from gateway.money import format_usd
+from gateway.pipeline.answers import AnswersStage
 from gateway.pipeline.budget import (
     EnforceLimits,
     ReserveBudget,
@@ -60,6 +67,7 @@ from gateway.pipeline.handoff import HandoffStage
 from gateway.pipeline.headers import header_safe
 from gateway.pipeline.headers import presented_key as presented_key  # the HTTP layer's import
 from gateway.pipeline.masking import MASKED_HEADER, MaskStage, last_user_text, mask_request
+from gateway.pipeline.semantic import SemanticStage
 from gateway.pipeline.streaming import counted_usage, usage_body
 from gateway.routing.policy import RouteRequest, decide
 from gateway.tiers.base import start_stream
@@ -316,6 +324,8 @@ class RecordInLedger(_Stage):
             features=decision.features if decision else {},
             request_text=_request_text(ctx) if store_text else None,
             handoff=ctx.handoff,
+            cache_layer=ctx.cache_layer,
+            intent=ctx.intent,
             cascade=ctx.cascade.outcome if ctx.cascade else None,
         )
         try:
@@ -342,9 +352,10 @@ def default_stages(
     cache_store: CacheStore | None = None,
     *,
     budget_store: Callable[[], BudgetStore | None] = lambda: None,
+    semantic_cache: Callable[[], SemanticCache | None] = lambda: None,
 ) -> list[Stage]:
-    """The pipeline's stages; ``budget_store`` gives the current store (it may be opened by a
-    config reload, after the stages were built)."""
+    """The pipeline's stages; ``budget_store`` and ``semantic_cache`` give the current store and
+    cache (either may be opened by a config reload, after the stages were built)."""
     return [
         RecordInLedger(),
         Authenticate(),
@@ -364,5 +375,9 @@ def default_stages(
         Settle(),
         # After routing (which checks the tenant may use the model) and before any tier.
         *([CacheStage(cache_store)] if cache_store is not None else []),
+        # After the exact cache (cheaper, and exact), before any tier; approved answers first:
+        # people decided what they say, the semantic cache only repeats a model.
+        AnswersStage(),
+        SemanticStage(semantic_cache),
         CallTier(),
     ]

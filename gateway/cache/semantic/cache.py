@@ -84,10 +84,14 @@ class Lookup:
     score: float | None = None
 
 
-def _context_hash(history: Sequence[str]) -> str:
-    if not history:
+def _context_hash(history: Sequence[str], scope: Sequence[str] = ()) -> str:
+    if not history and not scope:
         return ""
     material = "\x1e".join(normalise(t) for t in history)
+    if scope:
+        # What else must be equal (the pipeline's requested model, system prompt, masked values'
+        # keyed hashes), kept apart from the turns so a turn cannot pose as scope.
+        material += "\x1d" + "\x1e".join(scope)
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
@@ -109,11 +113,14 @@ class SemanticCache:
         default: SemanticPolicy | None = None,
         policies: Mapping[str, SemanticPolicy] | None = None,
         clock: Callable[[], float] = time.time,
+        secrets: Mapping[str, bytes] | None = None,
     ) -> None:
         if len(secret) < 16:
             raise ValueError("the semantic cache's secret must be at least 16 bytes")
         self.backend = store
         self._secret = secret
+        # Per-tenant keys of the entity hashes (tenants.NAME.semantic_cache.secret_env).
+        self._secrets = dict(secrets or {})
         self._embedder = embedder
         self.default = default or SemanticPolicy()
         self.policies = dict(policies or {})
@@ -131,10 +138,26 @@ class SemanticCache:
     def policy(self, tenant: str) -> SemanticPolicy:
         return self.policies.get(tenant, self.default)
 
+    def configure(
+        self, policies: Mapping[str, SemanticPolicy], secrets: Mapping[str, bytes]
+    ) -> None:
+        """New per-tenant policies and entity keys (a config reload); entries stay."""
+        with self._lock:
+            self.policies = dict(policies)
+            if dict(secrets) != self._secrets:
+                self._secrets = dict(secrets)
+                self._keys.clear()
+
+    def tenants(self) -> list[str]:
+        """The tenants whose entries this process has indexed."""
+        with self._lock:
+            return list(self._tenants)
+
     def _key(self, tenant: str) -> bytes:
         key = self._keys.get(tenant)
         if key is None:
-            key = self._keys[tenant] = tenant_key(self._secret, tenant)
+            secret = self._secrets.get(tenant, self._secret)
+            key = self._keys[tenant] = tenant_key(secret, tenant)
         return key
 
     def _tenant(self, tenant: str) -> _Tenant:
@@ -197,18 +220,20 @@ class SemanticCache:
         *,
         history: Sequence[str] = (),
         request_id: str | None = None,
+        scope: Sequence[str] = (),
     ) -> Lookup:
         """The stored answer for a request that means the same as ``text``, or why none.
 
-        ``text`` is the last user message, ``history`` the earlier turns' texts. With
-        ``request_id``, a hit is remembered so feedback on this request can invalidate it.
+        ``text`` is the last user message, ``history`` the earlier turns' texts, ``scope`` what
+        else must be equal (model, system prompt, masked values' hashes). With ``request_id``, a
+        hit is remembered so feedback on this request can invalidate it.
         """
         refused = self._refusal(tenant, text, history)
         if refused is not None:
             return Lookup(None, refused)
         policy = self.policy(tenant)
         vector, sig = self._prepare(tenant, text)
-        context = _context_hash(history)
+        context = _context_hash(history, scope)
         now = self._clock()
         with self._lock:
             loaded = self._tenant(tenant)
@@ -225,7 +250,7 @@ class SemanticCache:
                     self._forget(tenant, loaded, entry_id)
                     continue
                 if other_context != context:
-                    reason = "other earlier turns"
+                    reason = "other earlier turns or scope"
                     continue
                 why = conflict(sig, other)
                 if why is not None:
@@ -249,6 +274,7 @@ class SemanticCache:
         *,
         history: Sequence[str] = (),
         request_id: str | None = None,
+        scope: Sequence[str] = (),
     ) -> str | None:
         """Store ``answer`` for ``text``; the new entry's id, or None when policy refuses it."""
         if self._refusal(tenant, text, history) is not None:
@@ -261,7 +287,7 @@ class SemanticCache:
             tenant=tenant,
             vector=np.asarray(vector, dtype="<f4").tobytes(),
             signature=sig.as_json(),
-            context=_context_hash(history),
+            context=_context_hash(history, scope),
             answer=answer,
             stored_at=now,
             expires_at=now + policy.ttl_s,
