@@ -44,6 +44,8 @@ EXPORT_FIELDS: tuple[str, ...] = (
     "savings_micros",
     "latency_ms",
     "handoff",
+    "cache_layer",
+    "intent",
 )
 
 
@@ -104,6 +106,8 @@ def _fields(rec: LedgerRecord) -> dict[str, Any]:
         "savings_micros": rec.savings_micros,
         "latency_ms": rec.latency_ms,
         "handoff": rec.handoff,
+        "cache_layer": rec.cache_layer,
+        "intent": rec.intent,
     }
 
 
