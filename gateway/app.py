@@ -127,7 +127,7 @@ def create_app(settings: Settings, *, switchboard: Switchboard | None = None) ->
                 watcher = asyncio.create_task(reloader.watch(server.watch_interval_s))
         # Releases reservations whose process died before settling them.
         board.start_budget_reaper()
-        # State: redis: other processes' semantic-cache entries reach this one's index.
+        # Other processes' semantic-cache entries (Redis, or sibling workers) reach this index.
         board.start_semantic_refresh()
         if board.ledger_relay is not None:
             board.ledger_relay.start()

@@ -21,8 +21,9 @@ Share = Annotated[float, Meta(ge=0.0, le=1.0)]
 class SemanticCacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """``semantic_cache:``. ``enabled`` switches it off for every tenant; ``threshold`` ...
     ``personalised`` are the defaults of tenants that opt in; ``max_bytes`` bounds the diskcache
-    store (``state: embedded``); ``refresh_interval_s``: with ``state: redis`` several processes
-    share the entries, and each re-reads a tenant's entries this often to see the others'."""
+    store (``state: embedded``); ``refresh_interval_s``: how often a process re-reads the entries
+    of the tenants it has seen, to serve what other processes sharing the store (Redis, or the
+    workers of ``gateway serve --workers N``) stored."""
 
     enabled: bool = True
     threshold: Share = 0.85

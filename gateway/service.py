@@ -1,7 +1,7 @@
 """The gateway as the HTTP layer sees it: the current runtime and the pipeline to run on it.
 
 The ``Switchboard`` also owns what outlives a config reload: the cache store, the semantic cache
-(with its index refresh task under ``state: redis``), the feedback store and the budget store
+(with its index refresh task), the feedback store and the budget store
 (with its reaper task). ``state`` and ``redis`` are bound at start, so the
 budget store's kind never changes; a reload that gives a tenant its first budget opens it then.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +31,7 @@ from gateway.pipeline.semantic import (
     tenant_policies,
 )
 from gateway.pipeline.stages import default_stages
+from gateway.request_ids import new_request_id
 from gateway.runtime import Runtime, RuntimeHolder
 from gateway.settings import BUDGET_FILE
 from gateway.telemetry import ObserveStage, Telemetry
@@ -114,7 +114,7 @@ class Switchboard:
     ) -> RequestContext:
         return RequestContext(
             runtime=self.runtimes.current,
-            request_id=os.urandom(16).hex(),  # as unique as uuid4, a third of the cost
+            request_id=new_request_id(),
             headers=headers,
             read_body=read_body,
         )
@@ -139,13 +139,12 @@ class Switchboard:
             self.start_semantic_refresh()
 
     def start_semantic_refresh(self) -> None:
-        """With ``state: redis``, refresh each tenant's index from the shared store on a timer
-        (``semantic_cache.refresh_interval_s``); the app's lifespan calls this."""
+        """Refresh each tenant's index from the store on a timer
+        (``semantic_cache.refresh_interval_s``): other processes share it (Redis, or the
+        workers of ``gateway serve --workers N`` on diskcache). The app's lifespan calls this."""
         cache = self.semantic
         if cache is None or self._semantic_refresh is not None:
             return
-        if self.runtime.config.state != "redis":
-            return  # one process per diskcache index in practice; nothing to pick up
         self._semantic_refresh = asyncio.create_task(
             refresh_periodically(
                 cache, lambda: self.runtime.config.semantic_cache.refresh_interval_s

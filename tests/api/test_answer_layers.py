@@ -35,6 +35,7 @@ from tests.support.openai_spec import SpecValidator
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "answers" / "example.jsonl"
 SUPPORT_HOURS = "9:00-18:00 CET"
+TRACKING = "https://shop.example/track"
 
 LAYERS_CONFIG = (
     TEST_CONFIG.replace(
@@ -43,11 +44,12 @@ LAYERS_CONFIG = (
         "    answers:\n"
         "      file: ${ANSWERS_FILE}\n"
         "      model: ${ANSWERS_MODEL}\n"
-        f'      values: {{ support_hours: "{SUPPORT_HOURS}" }}\n'
+        f'      values: {{ support_hours: "{SUPPORT_HOURS}", tracking_url: "{TRACKING}" }}\n'
         "    semantic_cache: { enabled: true, personalised: true, "
         "secret_env: ACME_SEMANTIC_SECRET }\n"
         "    safety:\n"
-        "      masking: { enabled: true, secret_env: ACME_MASK_SECRET }\n",
+        "      masking: { enabled: true, secret_env: ACME_MASK_SECRET }\n"
+        "      handoff: { enabled: true, action: none }\n",
     )
     .replace(
         "    allow_pin: false\n",
@@ -135,12 +137,14 @@ def test_an_approved_answer_is_served_in_english_without_a_model_at_cost_zero(
     text, headers = ask(gateway, "Where is my parcel right now?")
 
     approved = load_answers(answers_files[0]).intents["track_order"].answer
-    assert text == approved  # its placeholders are the bot's: none has a configured value
+    # The configured value is filled in; {order_id} is the bot's to fill.
+    assert text == approved.replace("{tracking_url}", TRACKING)
+    assert "{order_id}" in text
     assert upstream.history == []
     assert headers["x-switchboard-route"] == "cache"
     assert headers["x-switchboard-cache-layer"] == "answers"
     assert headers["x-switchboard-intent"] == "track_order"
-    assert headers["x-switchboard-placeholders"] == "order_id,tracking_url"
+    assert headers["x-switchboard-placeholders"] == "order_id"
     assert headers["x-switchboard-cost-usd"] == "0.000000"
     record = ledger_record(gateway, headers["x-switchboard-request-id"])
     assert (record.route, record.cache_hit, record.cost_micros) == ("cache", True, 0)
@@ -161,14 +165,35 @@ def test_an_approved_answer_matches_chinese_and_names_a_chinese_intent_percent_e
     assert record.intent == "开发票"
 
 
-def test_configured_placeholder_values_are_filled_in(
+def test_a_handoff_request_gets_no_approved_answer_even_for_a_known_intent(
     gateway: GatewayServer, upstream: MockUpstream
 ) -> None:
-    text, headers = ask(gateway, "我要找人工客服")
+    text, headers = ask(gateway, "我要找人工客服")  # human_agent, and a request for a person
 
-    assert headers["x-switchboard-intent"] == "human_agent"
-    assert SUPPORT_HOURS in text and "{support_hours}" not in text
-    assert "x-switchboard-placeholders" not in headers
+    assert headers["x-switchboard-handoff"] == "human_request"
+    assert headers["x-switchboard-answers"] == "bypass: handoff"
+    assert headers["x-switchboard-semantic-cache"] == "bypass: handoff"
+    assert "x-switchboard-cache-layer" not in headers
+    assert len(upstream.history) == 1 and text.startswith("echo: ")
+
+
+def test_a_follow_up_turn_is_not_answered_from_either_layer_by_default(
+    gateway: GatewayServer, upstream: MockUpstream
+) -> None:
+    with _client(gateway) as client:
+        raw = client.chat.completions.with_raw_response.create(
+            model="auto",
+            messages=[
+                {"role": "user", "content": "I bought a lamp last week"},
+                {"role": "assistant", "content": "How can I help with it?"},
+                {"role": "user", "content": "Where is my parcel right now?"},
+            ],
+        )
+    headers = raw.headers
+
+    assert headers["x-switchboard-answers"] == "bypass: multi-turn"
+    assert headers["x-switchboard-semantic-cache"] == "miss: multi-turn"
+    assert len(upstream.history) == 1
 
 
 def test_the_matcher_abstains_on_an_unknown_question_and_the_large_tier_answers(
@@ -316,6 +341,19 @@ def test_raw_personal_values_never_reach_the_semantic_store(
     for path in files:
         blob = path.read_bytes()
         assert PHONE.encode() not in blob and EMAIL.encode() not in blob, path
+
+
+def test_requests_that_differ_only_in_a_masked_value_never_share_an_entry(
+    gateway: GatewayServer, upstream: MockUpstream
+) -> None:
+    product = uuid.uuid4().hex[:6]
+    first, _ = ask(gateway, f"call me on 13812345678 about the {product} password reset")
+    second, headers = ask(gateway, f"call me on 13987654321 about the {product} password reset")
+
+    # Both read "call me on [PHONE_1] ..." masked: the values' keyed hashes keep them apart.
+    assert headers["x-switchboard-semantic-cache"] == "miss: other earlier turns or scope"
+    assert len(upstream.history) == 2
+    assert "13987654321" in second and "13812345678" not in second
 
 
 # --- feedback and admin -----------------------------------------------------------------------
