@@ -149,6 +149,17 @@ def render_html(
         ("Tokens in", f"{total.prompt_tokens:,}", ""),
         ("Tokens out", f"{total.completion_tokens:,}", ""),
     ]
+    cascade = by_time.cascade
+    if cascade is not None:  # the small-first cascade ran (docs/safety.md)
+        cards.append(
+            (
+                "Cascade",
+                f"{cascade.of('kept').requests:,} kept / {cascade.of('escalated').requests:,} "
+                "escalated",
+                f"{cascade.escalated_share:.0%} escalated; saved "
+                f"{format_usd_cents(cascade.savings_micros)}",
+            )
+        )
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',

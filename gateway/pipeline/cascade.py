@@ -6,7 +6,8 @@ Run by the tier stage when the route is the tenant's ``small_tier``:
 - the small tier is called as usual (masked if it is not exempt); an OpenAI-compatible small
   tier is asked for ``logprobs`` (the client gets them only if it asked);
 - its answer is judged (:func:`gateway.safety.confidence.judge`: token log-probabilities,
-  hedging and refusal phrases, truncation, loops); at or above the threshold it is ``kept``;
+  hedging and refusal phrases, truncation, loops, an answer in another language than the
+  customer's question); at or above the threshold it is ``kept``;
 - below it the answer is ``escalated``: the large tier is called with the same request (always
   masked when the tenant masks: the large tier never gets raw values) and its answer is sent.
   The small call's cost is added to the request's cost and the small attempt is kept in the
@@ -117,7 +118,9 @@ async def _complete(
     if message and message.get("tool_calls"):
         _unjudged(ctx, "cascade: a tool call, sent unjudged")
         return cfg.small_tier
-    verdict = judge(small.text, small.logprobs, first.get("finish_reason"), cfg)
+    verdict = judge(
+        small.text, small.logprobs, first.get("finish_reason"), cfg, question=_question(ctx)
+    )
     if not _escalates(ctx, cfg, verdict):
         return cfg.small_tier
     usage = small.usage or _counted(ctx, small.text, small.model)
@@ -148,7 +151,7 @@ async def _stream(
         _unjudged(ctx, "cascade: a tool call, sent unjudged")
         return cfg.small_tier
     text = "".join(buffered.text)
-    verdict = judge(text, small.logprobs, buffered.finish_reason, cfg)
+    verdict = judge(text, small.logprobs, buffered.finish_reason, cfg, question=_question(ctx))
     if not _escalates(ctx, cfg, verdict):
         return cfg.small_tier
     usage = small.usage or _counted(ctx, text, small.model)
@@ -249,6 +252,11 @@ def _note(ctx: RequestContext, result: CascadeResult, reason: str) -> None:
         ctx.response_headers[CONFIDENCE_HEADER] = f"{result.score:.3f}"
     ctx.decision = replace(ctx.decision, reasons=(*ctx.decision.reasons, reason))
     ctx.response_headers["x-switchboard-reason"] = header_safe("; ".join(ctx.decision.reasons))
+
+
+def _question(ctx: RequestContext) -> str | None:
+    """The customer's last turn, for the judge's language check (read here, never kept)."""
+    return ctx.request.last_user_text() if ctx.request is not None else None
 
 
 def _counted(ctx: RequestContext, text: str, model: str) -> Usage:

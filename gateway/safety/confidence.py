@@ -11,7 +11,10 @@ looks unsure. An answer is judged on what the gateway sees without another model
   "无法回答");
 * truncation (``finish_reason: length``: the answer was cut at the output cap) and an empty
   answer;
-* degenerate repetition (the same short phrase over and over, a small model's failure mode).
+* degenerate repetition (the same short phrase over and over, a small model's failure mode;
+  also without spaces: "你可能知道，你可能知道，...", a row of emoji);
+* an answer in another language than the question (a Chinese question answered in English, or
+  the other way round), when the question is given.
 
 Each signal subtracts from 1.0; the answer escalates when the result is below the tenant's
 ``threshold``. The reasons name every signal that fired, for the ledger and the headers.
@@ -95,6 +98,12 @@ class CascadeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
             )
 
 
+# A short unit (1-10 characters) repeated at least 6 times in a row: "你可能知道，" x 8, "👌" x 20.
+_RUN = re.compile(r"(.{1,10}?)\1{5,}", re.S)
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
+
+
 @dataclass(frozen=True, slots=True)
 class Confidence:
     score: float
@@ -107,8 +116,11 @@ class Confidence:
 
 
 def _repetitive(text: str) -> bool:
-    """A degenerate loop: a longer answer made of very few distinct words, or one 3-word
-    phrase making up most of it."""
+    """A degenerate loop: a longer answer made of very few distinct words, one 3-word phrase
+    making up most of it, or a short unit repeated in a row over a third of it."""
+    longest = max((m.end() - m.start() for m in _RUN.finditer(text)), default=0)
+    if longest >= 12 and longest * 3 >= len(text):
+        return True
     words = [w.strip(".,;:!?\"'").casefold() for w in text.split()]
     if len(words) < 12:
         return False
@@ -119,13 +131,35 @@ def _repetitive(text: str) -> bool:
     return most * 3 >= len(words) * 0.5
 
 
+def _chinese_share(text: str) -> float | None:
+    """Chinese characters among Chinese characters and Latin words (a character is about a
+    word); None for text with too little of either to tell."""
+    cjk = len(_CJK.findall(text))
+    latin = len(_LATIN_WORD.findall(text))
+    if cjk + latin < 2:
+        return None
+    return cjk / (cjk + latin)
+
+
+def _other_language(question: str, answer: str) -> bool:
+    asked, answered = _chinese_share(question), _chinese_share(answer)
+    if asked is None or answered is None:
+        return False
+    if asked >= 0.5:  # a Chinese question (brand names and order codes aside)
+        return answered < 0.5
+    return asked == 0.0 and answered > 0.5
+
+
 def judge(
     text: str,
     logprobs: Sequence[TokenLogprob] | None,
     finish_reason: str | None,
     config: CascadeConfig,
+    *,
+    question: str | None = None,
 ) -> Confidence:
-    """The confidence of one small-tier answer and the signals that lowered it."""
+    """The confidence of one small-tier answer and the signals that lowered it; ``question``
+    (the customer's last turn, optional) for the language check."""
     score = 1.0
     reasons: list[str] = []
     stripped = text.strip()
@@ -141,6 +175,9 @@ def judge(
     if _repetitive(stripped):
         score -= 0.6
         reasons.append("repeats itself")
+    if question is not None and _other_language(question, stripped):
+        score -= 0.6
+        reasons.append("answers in another language")
     mean = low = None
     values = [lp.logprob for lp in logprobs or () if math.isfinite(lp.logprob)]
     if values:

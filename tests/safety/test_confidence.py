@@ -51,6 +51,61 @@ def test_a_degenerate_loop_escalates() -> None:
     assert "repeats itself" in verdict.reasons
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "👌" * 22,  # SmolLM2's answer to "好的，谢谢"
+        "你可能知道，" * 8,
+        "退款多久到账？－－－－－－－－－－－－－－－－－－－－",
+    ],
+)
+def test_a_loop_without_spaces_escalates(text: str) -> None:
+    verdict = judge(text, None, "stop", CONFIG)
+    assert verdict.reasons == ("repeats itself",)
+    assert verdict.escalate(CONFIG.threshold)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Sure!!! Here is the link ------ done.", "Order 1000000 ships today.", "好的，好的，好的。"],
+)
+def test_short_runs_are_not_loops(text: str) -> None:
+    assert "repeats itself" not in judge(text, None, "stop", CONFIG).reasons
+
+
+@pytest.mark.parametrize(
+    ("question", "answer"),
+    [
+        ("这个有红色的吗", "This is a classic example of a color-coded code."),
+        (
+            "支持货到付款吗？",
+            "支持货到付款吗？ The Chinese currency is not a direct cash transfer.",
+        ),
+        ("Where is my order?", "您的订单今天发货，请耐心等待。"),
+    ],
+)
+def test_an_answer_in_another_language_than_the_question_escalates(
+    question: str, answer: str
+) -> None:
+    verdict = judge(answer, None, "stop", CONFIG, question=question)
+    assert verdict.reasons == ("answers in another language",)
+    assert verdict.escalate(CONFIG.threshold)
+
+
+@pytest.mark.parametrize(
+    ("question", "answer"),
+    [
+        ("我想买iPhone 15，有货吗", "iPhone 15 有货，今天下单明天发货。"),
+        ("可以用PayPal付款吗", "可以，结账时选择 PayPal 即可。"),
+        ("How do I say thank you in Chinese?", "You say 谢谢 (xièxie)."),
+        ("OK", "好的"),  # too little text to tell
+    ],
+)
+def test_brand_names_and_quotes_are_not_another_language(question: str, answer: str) -> None:
+    verdict = judge(answer, None, "stop", CONFIG, question=question)
+    assert "answers in another language" not in verdict.reasons
+
+
 def test_low_token_probabilities_lower_the_score() -> None:
     # Mean -2.0 costs the most, 0.6; 3 of 4 tokens below -2.3 (75% guessed) costs 0.4 more.
     verdict = judge("Kouilou.", lps(-3.0, -2.5, -2.4, -0.1), "stop", CONFIG)
