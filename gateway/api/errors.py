@@ -19,6 +19,7 @@ from gateway.errors import (
     PayloadTooLarge,
     PermissionDenied,
 )
+from gateway.pipeline.headers import header_safe
 
 log = logging.getLogger("gateway.api")
 
@@ -29,6 +30,15 @@ REQUEST_ID = "x-switchboard-request-id"
 AnyRequest = Request[Any, Any, Any]
 
 
+def wire_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Response header values made safe for the wire: one line, ASCII, bounded.
+
+    Some values come from outside the gateway (an upstream's model name, a cached entry's): a
+    CR/LF in one would make the HTTP server drop the connection instead of answering (h11 refuses
+    such a header after the app has started its response), and could split headers elsewhere."""
+    return {name: header_safe(value) for name, value in headers.items()}
+
+
 def error_response(
     error: GatewayError, request_id: str, headers: Mapping[str, str] | None = None
 ) -> Response[bytes]:
@@ -36,7 +46,7 @@ def error_response(
         content=_encode(error.body()),
         status_code=error.status,
         media_type="application/json",
-        headers={**(headers or {}), **error.headers, REQUEST_ID: request_id},
+        headers=wire_headers({**(headers or {}), **error.headers, REQUEST_ID: request_id}),
     )
 
 

@@ -15,7 +15,7 @@ from litestar.params import FromPath
 from litestar.response import Stream
 
 from gateway.api import sse
-from gateway.api.errors import REQUEST_ID, error_response
+from gateway.api.errors import REQUEST_ID, error_response, wire_headers
 from gateway.api.openapi import CHAT_BODY, EMBEDDINGS_BODY, described
 from gateway.embeddings import embed
 from gateway.errors import (
@@ -111,7 +111,7 @@ async def answer_chat(
         return Response(
             content=_encode(shape_body(ctx.completion.body)),
             media_type="application/json",
-            headers={**ctx.response_headers, REQUEST_ID: ctx.request_id},
+            headers=wire_headers({**ctx.response_headers, REQUEST_ID: ctx.request_id}),
         )
 
     # Pull the first chunk before answering, so a stream that fails before its first byte still
@@ -129,12 +129,14 @@ async def answer_chat(
     return Stream(
         _sse_body(board, ctx, first, events, shape_chunk),
         media_type="text/event-stream",
-        headers={
-            **ctx.response_headers,
-            REQUEST_ID: ctx.request_id,
-            "cache-control": "no-cache",
-            "x-accel-buffering": "no",
-        },
+        headers=wire_headers(
+            {
+                **ctx.response_headers,
+                REQUEST_ID: ctx.request_id,
+                "cache-control": "no-cache",
+                "x-accel-buffering": "no",
+            }
+        ),
     )
 
 

@@ -24,7 +24,7 @@ from tests.support.gateway_server import (
     GatewayServer,
     gateway_env,
 )
-from tests.support.mock_upstream import MockUpstream
+from tests.support.mock_upstream import MockUpstream, Reply
 from tests.support.openai_spec import SpecValidator
 
 LIMIT = 4 * 1024 * 1024
@@ -276,6 +276,19 @@ def test_cr_lf_in_echoed_values_never_becomes_a_response_header(
     response = post_raw(http, json.dumps(body).encode())
 
     assert response.status_code in (200, 404), response.text
+    no_injected_header(response)
+
+
+def test_an_upstream_model_name_with_cr_lf_never_becomes_a_response_header(
+    http: httpx.Client, upstream: MockUpstream
+) -> None:
+    # The answer's model name is the upstream's to choose; it is echoed in x-switchboard-model.
+    upstream.enqueue(Reply("fine", model="mock-small\r\nx-injected: 1"))
+
+    response = post_raw(http, json.dumps({"model": "auto", "messages": HELLO}).encode())
+
+    assert response.status_code == 200, response.text
+    assert response.headers["x-switchboard-model"] == "mock-small  x-injected: 1"
     no_injected_header(response)
 
 
