@@ -32,6 +32,7 @@ from gateway.errors import GatewayError
 from gateway.feedback import FeedbackStore
 from gateway.ledger import Ledger, SqliteLedger
 from gateway.pipeline.semantic import build_semantic_cache
+from gateway.reconcile import settle_recorded_reservations
 from gateway.reload import ConfigReloader
 from gateway.runtime import build_runtime, needs_embedder
 from gateway.service import Switchboard, build_budget_store, build_ledger_relay
@@ -125,6 +126,10 @@ def create_app(settings: Settings, *, switchboard: Switchboard | None = None) ->
             reloader.install_sighup()
             if server.watch_config:
                 watcher = asyncio.create_task(reloader.watch(server.watch_interval_s))
+        ledger = board.runtime.ledger
+        if board.budget_store is not None and isinstance(ledger, SqliteLedger):
+            # A process killed between its ledger commit and its budget settle (kill -9).
+            await settle_recorded_reservations(board.budget_store, ledger)
         # Releases reservations whose process died before settling them.
         board.start_budget_reaper()
         # Other processes' semantic-cache entries (Redis, or sibling workers) reach this index.

@@ -129,6 +129,19 @@ class BudgetUnavailable(GatewayError):
         self.headers.setdefault("retry-after", str(max(1, math.ceil(retry_after_s))))
 
 
+class LedgerUnavailable(GatewayError):
+    """The spend ledger cannot commit (data directory full or read-only, file locked): no
+    request is served that could not be recorded."""
+
+    status = 503
+    type = "server_error"
+    code = "ledger_unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.headers.setdefault("retry-after", str(max(1, math.ceil(retry_after_s))))
+
+
 class UpstreamError(GatewayError):
     status = 502
     type = "upstream_error"

@@ -20,7 +20,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -525,6 +525,8 @@ class _Barrier:
 
     done: threading.Event
     stop: bool = False
+    # Called from the writer thread after ``done`` is set (``when_committed``).
+    notify: Callable[[], None] | None = None
 
 
 class SqliteLedger:
@@ -543,6 +545,7 @@ class SqliteLedger:
         self._closed = False
         self._abandon = threading.Event()
         self._last_error: BaseException | None = None
+        self._failing = False
         self._reader: sqlite3.Connection | None = None
         self._reader_lock = threading.Lock()
 
@@ -601,6 +604,25 @@ class SqliteLedger:
                 f"(last error: {self._last_error or 'none'}); records stay queued and are retried"
             )
 
+    def when_committed(self, notify: Callable[[], None]) -> None:
+        """Call ``notify`` (from the writer thread) once everything recorded before is committed.
+
+        The non-blocking ``flush``: the ledger stage awaits it so that no answer ends before its
+        record is committed, and a ``kill -9`` loses no answered request (docs/reliability.md).
+        Concurrent waiters share one commit. On a closed ledger ``notify`` runs at once.
+        """
+        with self._state_lock:
+            if not self._closed:
+                self._queue.put(_Barrier(threading.Event(), notify=notify))
+                return
+        notify()
+
+    @property
+    def failing(self) -> bool:
+        """True while a write is being retried (disk full or read-only, locked past the busy
+        timeout): records wait in the queue until it works again."""
+        return self._failing
+
     def close(self, timeout: float = 10.0) -> None:
         """Commit what is queued, stop the writer and close connections. Idempotent.
 
@@ -643,10 +665,15 @@ class SqliteLedger:
             while True:
                 if isinstance(item, _Barrier):
                     barriers.append(item)
-                    break  # close() guarantees nothing was enqueued after the stop barrier
-                batch.append(item)
-                if len(batch) >= _BATCH_SIZE:
-                    break
+                    if item.stop:
+                        break  # close() guarantees nothing was enqueued after the stop barrier
+                    # Someone waits for this commit: take what is already queued (one commit
+                    # for many waiting requests under load) but linger no longer.
+                    deadline = 0.0
+                else:
+                    batch.append(item)
+                    if len(batch) >= _BATCH_SIZE:
+                        break
                 try:
                     item = q.get_nowait()
                 except queue.Empty:
@@ -668,6 +695,8 @@ class SqliteLedger:
                 return
             for barrier in barriers:
                 barrier.done.set()
+                if barrier.notify is not None:
+                    barrier.notify()
             if barriers and barriers[-1].stop:
                 return
 
@@ -688,11 +717,13 @@ class SqliteLedger:
                 self._writer.execute("BEGIN IMMEDIATE")
                 self._writer.executemany(_INSERT, rows)
                 self._writer.execute("COMMIT")
+                self._failing = False
                 if attempt > 1:
                     logger.info("ledger %s: write succeeded after %d attempts", self.path, attempt)
                 return True
             except sqlite3.Error as exc:
                 self._last_error = exc
+                self._failing = True
                 _rollback(self._writer)
                 logger.error(
                     "ledger %s: writing %d records failed (attempt %d, retrying in %.2fs): %s",
@@ -889,6 +920,16 @@ class SqliteLedger:
             params.append(_to_us(until))
         expressions = {"cache_layer": "cache_layer"}
         return self._spend(expressions, "requests", where, params, ["cache_layer"], _RAW_SUMS)
+
+    def recorded_costs(self, request_ids: Sequence[str]) -> dict[str, int]:
+        """``cost_micros`` of each of ``request_ids`` that has a record (for reconciliation)."""
+        costs: dict[str, int] = {}
+        for start in range(0, len(request_ids), 500):  # SQLite's bound-parameter limit
+            chunk = list(request_ids[start : start + 500])
+            marks = ", ".join("?" * len(chunk))
+            sql = f"SELECT request_id, cost_micros FROM requests WHERE request_id IN ({marks})"
+            costs.update((str(r), int(c)) for r, c in self._read(sql, chunk))
+        return costs
 
     def tenants(self) -> list[str]:
         """Every tenant with raw records, sorted."""

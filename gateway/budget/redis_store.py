@@ -330,6 +330,11 @@ class RedisBudgetStore:
             value = await self._client.hget(self.counter_key(scope_key), "settled")
         return 0 if value is None else int(value)
 
+    async def open_reservations(self, limit: int = 10_000) -> list[str]:
+        async with self._guard("list"):
+            ids = await self._client.zrange(self._zset, 0, limit - 1)
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
     async def reap_expired(self, now: float | None = None) -> int:
         at = time.time() if now is None else now
         released = 0

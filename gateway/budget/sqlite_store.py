@@ -296,6 +296,16 @@ class SqliteBudgetStore:
         ).fetchone()
         return 0 if row is None else int(row[0])
 
+    async def open_reservations(self, limit: int = 10_000) -> list[str]:
+        return await self._run(self._open_ids, limit)
+
+    @staticmethod
+    def _open_ids(conn: sqlite3.Connection, limit: int) -> list[str]:
+        rows = conn.execute(
+            "SELECT id FROM budget_reservations WHERE state = 'open' LIMIT ?", (limit,)
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
     async def reap_expired(self, now: float | None = None) -> int:
         return await self._run(self._reap, time.time() if now is None else now)
 

@@ -244,6 +244,11 @@ class BudgetStore(Protocol):
         and counters past their retention. Returns how many reservations were released."""
         ...
 
+    async def open_reservations(self, limit: int = 10_000) -> list[str]:
+        """Ids of up to ``limit`` reservations neither settled, released nor expired (requests
+        in flight, or left by a process that died): for reconciling with the ledger."""
+        ...
+
     async def hit(
         self,
         counter_key: str,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -478,8 +478,17 @@ def exceeded(
 class ReserveBudget:
     name = "reserve"
 
-    def __init__(self, store_of: StoreOf) -> None:
+    def __init__(
+        self,
+        store_of: StoreOf,
+        *,
+        before_settle: Callable[[RequestContext], Awaitable[None]] | None = None,
+    ) -> None:
         self._store_of = store_of
+        # The ledger record is committed before the counters move, so after a kill -9 a
+        # counter never holds spend the ledger lacks (gateway.reconcile repairs the other
+        # way round at the next start).
+        self._before_settle = before_settle
         # Settles that failed and are being retried (kept so they are not garbage-collected).
         self._retries: set[asyncio.Task[None]] = set()
 
@@ -556,6 +565,11 @@ class ReserveBudget:
         store = self._store_of()
         if store is None:
             return
+        if self._before_settle is not None:
+            try:
+                await self._before_settle(ctx)
+            except Exception:  # noqa: BLE001 - a ledger bug must not leave the budget unsettled
+                log.exception("request %s: recording before the settle failed", ctx.request_id)
         # What was generated, also for a failed or abandoned answer; nothing: give it back.
         amount = ctx.cost_micros
         try:

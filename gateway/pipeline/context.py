@@ -84,6 +84,8 @@ class RequestContext:
     finish_reason: str | None = None
     # Set by the cache stage when this request's answer may be stored, and under which key.
     cache_key: str | None = None
+    # Set once the request's ledger record is committed (before its budget is settled).
+    recorded: bool = False
     # Which answer-reuse layer answered: "exact", "answers" (approved answers) or "semantic";
     # for the x-switchboard-cache-layer header, the ledger and the reports.
     cache_layer: str | None = None

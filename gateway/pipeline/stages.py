@@ -41,6 +41,7 @@ order: the cheapest and surest first; any of them ends the walk with route ``cac
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -50,8 +51,8 @@ from gateway.cache.semantic import SemanticCache
 from gateway.cache.stage import CacheStage
 from gateway.cache.store import CacheStore
 from gateway.chat import parse_chat_request
-from gateway.errors import AuthenticationFailed, RateLimited, UpstreamError
-from gateway.ledger import LedgerRecord
+from gateway.errors import AuthenticationFailed, LedgerUnavailable, RateLimited, UpstreamError
+from gateway.ledger import LedgerRecord, SqliteLedger
 from gateway.money import format_usd
 from gateway.pipeline.answers import AnswersStage
 from gateway.pipeline.budget import (
@@ -291,11 +292,34 @@ class CallTier(_Stage):
 
 
 class RecordInLedger(_Stage):
+    """One committed ledger record per authenticated request, before its answer ends.
+
+    ``exit`` waits (at most ``COMMIT_WAIT_S``) until the record is committed, so the client's
+    last byte never precedes it: a ``kill -9`` loses no answered request. While the ledger
+    cannot commit, ``enter`` refuses new requests with 503 ``ledger_unavailable``: nothing is
+    served that could not be billed. Details: docs/reliability.md.
+    """
+
     name = "ledger"
 
+    async def enter(self, ctx: RequestContext) -> None:
+        ledger = ctx.runtime.ledger
+        if isinstance(ledger, SqliteLedger) and ledger.failing:
+            raise LedgerUnavailable(
+                f"The spend ledger ({ledger.path}) cannot be written (disk full, read-only or "
+                "locked by another process); requests are refused until it can, so that none "
+                "goes unrecorded. Check the data directory (SWITCHBOARD_DATA_DIR / --data-dir)."
+            )
+
     async def exit(self, ctx: RequestContext) -> None:
-        if ctx.tenant is None:
+        await self.record(ctx)
+
+    async def record(self, ctx: RequestContext) -> None:
+        """Record ``ctx`` once and wait for the commit (the reserve stage calls it before it
+        settles the budget, so counters never run ahead of the ledger)."""
+        if ctx.tenant is None or ctx.recorded:
             return  # unauthenticated: nobody to bill, and strangers must not grow the ledger
+        ctx.recorded = True
         runtime = ctx.runtime
         request = ctx.request
         decision = ctx.decision
@@ -332,6 +356,41 @@ class RecordInLedger(_Stage):
             runtime.ledger.record(record)
         except Exception:  # noqa: BLE001 - the answer is already out; never fail it over accounting
             log.exception("could not record request %s in the ledger", ctx.request_id)
+            return
+        if isinstance(runtime.ledger, SqliteLedger):
+            await _committed(runtime.ledger, ctx.request_id)
+
+
+# How long an answer waits for its record's commit; past it the answer goes out and the record
+# stays queued (written when the ledger recovers, lost only if the process dies first).
+COMMIT_WAIT_S = 30.0
+
+
+async def _committed(ledger: SqliteLedger, request_id: str) -> None:
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def resolve() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    def notify() -> None:  # the writer thread
+        try:
+            loop.call_soon_threadsafe(resolve)
+        except RuntimeError:
+            pass  # the loop has closed: nobody waits any more
+
+    ledger.when_committed(notify)
+    try:
+        await asyncio.wait_for(done, COMMIT_WAIT_S)
+    except TimeoutError:
+        log.error(
+            "request %s answered before its ledger record was committed (%s cannot commit for "
+            "%gs); the record stays queued and is written when the ledger recovers",
+            request_id,
+            ledger.path,
+            COMMIT_WAIT_S,
+        )
 
 
 def _request_text(ctx: RequestContext) -> str | None:
@@ -356,8 +415,9 @@ def default_stages(
 ) -> list[Stage]:
     """The pipeline's stages; ``budget_store`` and ``semantic_cache`` give the current store and
     cache (either may be opened by a config reload, after the stages were built)."""
+    ledger = RecordInLedger()
     return [
-        RecordInLedger(),
+        ledger,
         Authenticate(),
         Parse(),
         CountTokens(),
@@ -371,7 +431,7 @@ def default_stages(
         MaskStage(),
         Route(),
         # Before settle: exits run in reverse, so settle prices the answer before it is settled.
-        ReserveBudget(budget_store),
+        ReserveBudget(budget_store, before_settle=ledger.record),
         Settle(),
         # After routing (which checks the tenant may use the model) and before any tier.
         *([CacheStage(cache_store)] if cache_store is not None else []),

@@ -53,6 +53,10 @@ TENANTS = f"""  shop:
     budget: {{ daily_limit: {LIMIT_MICROS / 1_000_000}, hard_action: reject }}
 """
 MESSAGES = [{"role": "user", "content": HELLO}]
+# Every request must reach the model: 200 identical prompts would otherwise become cache hits
+# as soon as one answer is stored (a hit releases its reservation), and how many do depends on
+# timing, not on the budget.
+NO_CACHE = "cache:\n  enabled: false\n"
 
 
 def one_reservation() -> int:
@@ -138,7 +142,7 @@ def test_embedded_200_concurrent_requests_never_overrun_the_daily_budget(
     upstream: MockUpstream, tmp_path: Path
 ) -> None:
     env = gateway_env(upstream.base_url, SHOP_KEY=SHOP_KEY)
-    with GatewayServer(tmp_path, env, budget_config(TENANTS)) as gw:
+    with GatewayServer(tmp_path, env, budget_config(TENANTS, extra=NO_CACHE)) as gw:
         outcomes = asyncio.run(burst([gw.base_url]))
         records = all_records(gw)
     settled = asyncio.run(settled_of(SqliteBudgetStore(tmp_path / "budget.sqlite3")))
@@ -151,7 +155,7 @@ def test_redis_200_concurrent_requests_never_overrun_the_daily_budget(
 ) -> None:
     env = gateway_env(upstream.base_url, SHOP_KEY=SHOP_KEY)
     with redis_prefix() as prefix:
-        config = budget_config(TENANTS, extra=redis_state(prefix))
+        config = budget_config(TENANTS, extra=NO_CACHE + redis_state(prefix))
         with GatewayServer(tmp_path, env, config) as gw:
             outcomes = asyncio.run(burst([gw.base_url]))
             records = all_records(gw)
@@ -169,7 +173,7 @@ def test_two_gateway_processes_sharing_redis_never_overrun_the_daily_budget(
     }
     with redis_prefix() as prefix:
         path = tmp_path / "budget.yaml"
-        path.write_text(budget_config(TENANTS, extra=redis_state(prefix)), "utf-8")
+        path.write_text(budget_config(TENANTS, extra=NO_CACHE + redis_state(prefix)), "utf-8")
         dirs = [tmp_path / "a", tmp_path / "b"]
         with (
             serving(dirs[0], tmp_path / "a.log", env, config=path) as first,
