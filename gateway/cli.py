@@ -466,6 +466,7 @@ def _config_check(path: Path) -> int:
             on := [
                 *(["masking"] if t.safety.masking.enabled else []),
                 *([f"handoff: {t.safety.handoff.action}"] if t.safety.handoff.enabled else []),
+                *(["cascade"] if t.safety.cascade.enabled else []),
             ]
         )
     ]

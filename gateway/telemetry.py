@@ -31,6 +31,8 @@ the unit is appended, counters end in ``_total``, ``{...}`` units are annotation
         tenant, from_route
     switchboard.handoffs              counter    switchboard_handoffs_total
         tenant, reason (legal_threat, human_request, anger, intent:NAME, repeated_question)
+    switchboard.cascade               counter    switchboard_cascade_total
+        tenant, outcome (kept, escalated, unjudged)
     gen_ai.client.token.usage         histogram  gen_ai_client_token_usage
         gen_ai.operation.name, gen_ai.system, gen_ai.request.model, gen_ai.response.model,
         gen_ai.token.type (input|output)
@@ -76,6 +78,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from gateway import __version__
 from gateway.config import TelemetryConfig, UpstreamConfig
 from gateway.money import MICROS_PER_USD
+from gateway.pipeline.cascade import DISCARDED
 from gateway.pipeline.context import RequestContext
 
 if TYPE_CHECKING:
@@ -289,6 +292,12 @@ class RequestMetrics:
             "Requests with a human-handoff signal, by reason.",
             ("tenant", "reason"),
         )
+        self.cascade = Counter(
+            "switchboard.cascade",
+            "{request}",
+            "Small-tier answers the cascade judged, by outcome.",
+            ("tenant", "outcome"),
+        )
         genai = ("gen_ai.operation.name", "gen_ai.system", "gen_ai.request.model")
         self.genai_token_usage = Histogram(
             "gen_ai.client.token.usage",
@@ -312,6 +321,7 @@ class RequestMetrics:
             self.cache_hits,
             self.fallbacks,
             self.handoffs,
+            self.cascade,
             self.genai_token_usage,
             self.genai_duration,
         )
@@ -493,7 +503,7 @@ class ObserveStage:
                 "gen_ai.system": system,
                 "switchboard.request_id": ctx.request_id,
                 "switchboard.route": route,
-                "switchboard.fallback_attempts": len(ctx.attempts),
+                "switchboard.fallback_attempts": len(_failures(ctx.attempts)),
                 # For display only (a float reads and filters well in trace UIs); the ledger
                 # holds the exact amount.
                 "switchboard.cost_usd": ctx.cost_micros / MICROS_PER_USD,
@@ -503,6 +513,8 @@ class ObserveStage:
                 attrs["switchboard.tenant"] = ctx.tenant
             if ctx.handoff is not None:
                 attrs["switchboard.handoff"] = ctx.handoff
+            if ctx.cascade is not None:
+                attrs["switchboard.cascade"] = ctx.cascade.outcome
             if request is not None:
                 span.update_name(f"chat {request.model}")
                 attrs["gen_ai.request.model"] = request.model
@@ -538,6 +550,8 @@ class ObserveStage:
             m.duration.record(seconds, (tenant, route))
             if ctx.handoff is not None:
                 m.handoffs.add(1, (tenant, ctx.handoff))
+            if ctx.cascade is not None:
+                m.cascade.add(1, (tenant, ctx.cascade.outcome))
             if route == NONE:
                 return  # refused before routing: nothing was generated or billed
             m.tokens.add(input_tokens, (tenant, route, "input"))
@@ -546,7 +560,8 @@ class ObserveStage:
             if ctx.attempts:
                 # ``attempts`` holds every failed tier ("small: 503 ..."); the last one fell back
                 # to nothing when no tier answered in the end.
-                failed = ctx.attempts if ctx.served_by is not None else ctx.attempts[:-1]
+                failures = _failures(ctx.attempts)
+                failed = failures if ctx.served_by is not None else failures[:-1]
                 for attempt in failed:
                     m.fallbacks.add(1, (tenant, attempt.partition(":")[0]))
             if route == "cache":
@@ -720,3 +735,8 @@ def _number(value: float) -> str:
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
     return repr(value)
+
+
+def _failures(attempts: Sequence[str]) -> list[str]:
+    """The tier failures among ``attempts`` (not a small answer the cascade discarded)."""
+    return [a for a in attempts if DISCARDED not in a]

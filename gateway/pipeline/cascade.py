@@ -46,6 +46,8 @@ from gateway.usage import Usage
 log = logging.getLogger("gateway.pipeline")
 
 CASCADE_HEADER = "x-switchboard-cascade"
+# In the ledger's ``attempts``, the entry of a small answer the cascade discarded (not a failure).
+DISCARDED = ": discarded by the cascade,"
 CONFIDENCE_HEADER = "x-switchboard-confidence"
 
 Outcome = Literal["kept", "escalated", "unjudged"]
@@ -197,7 +199,7 @@ async def _escalate(
     small_cost = runtime.prices.cost_micros(small_model, small_usage)
     why = "; ".join(verdict.reasons)
     ctx.attempts.append(
-        f"{cfg.small_tier}: discarded by the cascade, confidence {verdict.score:.2f} ({why}); "
+        f"{cfg.small_tier}{DISCARDED} confidence {verdict.score:.2f} ({why}); "
         f"{small_usage.prompt_tokens}+{small_usage.completion_tokens} tokens, "
         f"${format_usd(small_cost)}"
     )

@@ -292,3 +292,41 @@ def test_the_spend_report_counts_kept_and_escalated_answers_and_their_savings(
     assert cascade["savings_micros"] == sum(r.savings_micros for r in acme if r.cascade)
     # An escalation saved nothing: it cost the discarded small answer on top.
     assert cascade["outcomes"]["escalated"]["savings_micros"] < 0
+
+
+def test_metrics_count_outcomes_and_a_discarded_answer_is_no_fallback(
+    gateway: GatewayServer, upstream: MockUpstream
+) -> None:
+    def page() -> str:
+        return httpx.get(gateway.root_url + "/metrics").text
+
+    def escalations(text: str) -> float:
+        return _sample(text, 'switchboard_cascade_total{outcome="escalated",tenant="acme"}')
+
+    before = page()
+    upstream.enqueue(Reply(UNSURE), Reply(LARGE))
+    ask(gateway)
+    after = page()
+
+    assert escalations(after) == escalations(before) + 1
+    # The discarded small answer is not a failure of the small tier (the earlier test's 503 of
+    # the large tier is one, and counted).
+    assert _sample(after, 'switchboard_fallbacks_total{from_route="small",tenant="acme"}') == 0
+
+
+def _sample(text: str, series: str) -> float:
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if _same_series(name, series):
+            return float(value)
+    return 0.0
+
+
+def _same_series(name: str, series: str) -> bool:
+    """Prometheus label order is not fixed: compare the metric name and the label set."""
+
+    def parts(s: str) -> tuple[str, frozenset[str]]:
+        metric, _, labels = s.partition("{")
+        return metric, frozenset(labels.rstrip("}").split(","))
+
+    return parts(name) == parts(series)

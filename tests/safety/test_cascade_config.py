@@ -3,9 +3,12 @@ the file, the $.path and the fix."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from gateway.config import ConfigError
+from tests.cli.test_cli import REPO, run
 from tests.support.gateway_server import TEST_CONFIG, gateway_env, load_test_config
 
 ENV = gateway_env("http://127.0.0.1:9")
@@ -80,3 +83,15 @@ def test_an_unconfigured_tier_is_refused_with_the_known_tiers() -> None:
     assert "known tiers: small" in message and "enabled: false" in message
     # Off, the same block loads: an unused cascade needs no large tier.
     load_test_config(ENV, with_cascade("{ enabled: false }", without_large))
+
+
+def test_config_check_lists_the_cascade_among_the_safeguards(tmp_path: Path) -> None:
+    text = (REPO / "config" / "gateway.yaml").read_text("utf-8")
+    cascade = "    timezone: UTC\n    safety:\n      cascade: { enabled: true }\n"
+    path = tmp_path / "cascade.yaml"
+    path.write_text(text.replace("    timezone: UTC\n", cascade, 1), "utf-8")
+
+    result = run("config", "check", str(path))
+
+    assert result.returncode == 0, result.stderr
+    assert "  safety: default (cascade)" in result.stdout
