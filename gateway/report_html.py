@@ -117,6 +117,16 @@ def build_html_report(
 # -- rendering -----------------------------------------------------------------------------------
 
 
+def _cache_layers(report: SpendReport) -> str:
+    """Which layers answered without a model (raw records): "3 exact, 12 approved, 5 semantic"."""
+    layers = report.cache_layers
+    if layers is None:
+        return "cost nothing"
+    names = {"exact": "exact", "answers": "approved", "semantic": "semantic"}
+    counts = ", ".join(f"{c.requests:,} {names.get(c.layer, c.layer)}" for c in layers.layers)
+    return f"{counts}; cost nothing"
+
+
 def render_html(
     by_time: SpendReport,
     by_model: SpendReport,
@@ -144,7 +154,7 @@ def render_html(
         ("Spend", format_usd_cents(total.cost_micros), ""),
         ("Saved vs. all on the large model", format_usd_cents(total.savings_micros), saved_share),
         ("Requests", f"{total.requests:,}", f"{total.errors:,} errors"),
-        ("Cache hits", f"{total.cache_hits:,}", "cost nothing"),
+        ("Cache hits", f"{total.cache_hits:,}", _cache_layers(by_time)),
         ("Handoffs", f"{total.handoffs:,}", "flagged for a person"),
         ("Tokens in", f"{total.prompt_tokens:,}", ""),
         ("Tokens out", f"{total.completion_tokens:,}", ""),

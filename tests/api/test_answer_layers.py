@@ -453,3 +453,7 @@ def test_the_spend_report_counts_answers_per_layer_and_their_savings(
     assert layers["answers"]["cost_micros"] == 0
     assert layers["answers"]["savings_micros"] > 0
     assert set(layers) == {"exact", "answers", "semantic"}
+    page = admin("GET", gateway, "/admin/reports", params={"tenant": "acme"})
+    assert page.status_code == 200
+    approved = layers["answers"]["requests"]
+    assert f"{approved:,} approved" in page.text
