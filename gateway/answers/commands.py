@@ -1,4 +1,4 @@
-"""The ``gateway answers`` commands: train, match, eval, check.
+"""The ``gateway answers`` commands: train, match, eval, check, promote.
 
 ``add_answers_commands(sub)`` adds the ``answers`` parser to ``gateway``; ``run_answers_command
 (args)`` runs one (``None``: not an answers command). Problems with the user's files are a
@@ -31,7 +31,7 @@ SKLEARN_FIX = (
 
 
 def add_answers_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``gateway answers train | match | eval | check``."""
+    """Add ``gateway answers train | match | eval | check | promote``."""
     answers = sub.add_parser(
         "answers",
         help="approved answers: train the intent matcher, match, evaluate, check a file",
@@ -83,6 +83,19 @@ def add_answers_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     check = actions.add_parser("check", help="validate an answers file")
     check.add_argument("path", help="the answers file (JSONL)")
 
+    promote = actions.add_parser(
+        "promote",
+        help="add an approved wording to an intent, or a new intent with its answer",
+        description="A person approved an answer: add --example to --intent's examples, or, "
+        "with --answer, a new intent. The file is checked before it replaces the old one; "
+        "retrain afterwards (`gateway answers train`). Over HTTP: POST "
+        "/admin/answers/{tenant}/promote.",
+    )
+    promote.add_argument("--file", required=True, metavar="PATH", help="the answers file")
+    promote.add_argument("--intent", required=True, help="the intent's name")
+    promote.add_argument("--example", required=True, help="the customer's wording")
+    promote.add_argument("--answer", help="the approved answer of a new intent")
+
 
 def run_answers_command(args: argparse.Namespace) -> int | None:
     if getattr(args, "command", None) != "answers":
@@ -93,6 +106,7 @@ def run_answers_command(args: argparse.Namespace) -> int | None:
         "match": _match,
         "eval": _eval,
         "check": _check,
+        "promote": _promote,
     }
     try:
         return run[action](args)
@@ -309,5 +323,31 @@ def _check(args: argparse.Namespace) -> int:
     sys.stdout.write(
         f"{args.path}: ok: {len(answers.intents)} intents, {examples} examples, placeholders: "
         f"{', '.join(sorted(answers.placeholders)) or 'none'}\n"
+    )
+    return 0
+
+
+# --- promote -------------------------------------------------------------------------------------
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from gateway.answers.file import AnswersFileError
+    from gateway.answers.promote import promote_answer, promote_example
+
+    path = Path(args.file)
+    try:
+        if args.answer is None:
+            added = promote_example(path, args.intent, args.example)
+        else:
+            promote_answer(path, args.intent, args.answer, args.example)
+            added = True
+    except AnswersFileError as exc:
+        raise CommandError(str(exc)) from exc
+    except OSError as exc:
+        raise CommandError(f"cannot write {path}: {exc.strerror}") from exc
+    what = "new intent" if args.answer is not None else "example"
+    sys.stdout.write(
+        f"{path}: {what} {'added to' if added else 'already in'} {args.intent!r}; retrain: "
+        f"gateway answers train --data {path} --out MODEL\n"
     )
     return 0
