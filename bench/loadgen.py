@@ -28,6 +28,8 @@ from urllib.parse import urlsplit
 import httptools
 
 PATH = "/v1/chat/completions"
+# --same-prompt: names no order, since the cache bypasses personalised requests by default.
+SAME_PROMPT = "What are your opening hours on weekends?"
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -113,6 +115,7 @@ async def _worker(
     stop_at: float,
     stats: _Stats,
     timeout: float,
+    same: bool = False,
 ) -> None:
     loop = asyncio.get_running_loop()
     prefix = f"{os.getpid()}-{wid}"
@@ -122,7 +125,9 @@ async def _worker(
         if client is None or client.transport is None or client.lost.done():
             _, client = await loop.create_connection(_Client, host, port)
         counter += 1
-        prompt = f"Where is my parcel? Order {prefix}-{counter}, please check."
+        prompt = (
+            SAME_PROMPT if same else f"Where is my parcel? Order {prefix}-{counter}, please check."
+        )
         payload = _request_bytes(f"{host}:{port}", key, prompt, stream)
         response = _Response()
         client.current = response
@@ -165,6 +170,7 @@ async def run(
     stream: bool,
     key: str,
     timeout: float,
+    same: bool = False,
 ) -> dict[str, object]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -174,7 +180,7 @@ async def run(
     stop_at = measure_from + duration
     await asyncio.gather(
         *(
-            _worker(i, host, port, key, stream, measure_from, stop_at, stats, timeout)
+            _worker(i, host, port, key, stream, measure_from, stop_at, stats, timeout, same)
             for i in range(connections)
         )
     )
@@ -214,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream", action="store_true", help='send "stream": true')
     parser.add_argument("--api-key", default="sk-bench")
     parser.add_argument("--timeout", type=float, default=30.0, help="per-request timeout (s)")
+    parser.add_argument(
+        "--same-prompt", action="store_true", help="one fixed prompt (exact-cache-hit runs)"
+    )
     args = parser.parse_args(argv)
     if urlsplit(args.url).hostname not in ("127.0.0.1", "localhost"):
         parser.error("this load generator only targets 127.0.0.1")
@@ -225,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         args.stream,
         args.api_key,
         args.timeout,
+        args.same_prompt,
     )
     try:
         import uvloop

@@ -92,6 +92,33 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (uvicorn workers, LiteLLM's children), from /proc."""
+    found = [pid]
+    for p in found:
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{p}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and all its live descendants (a server with worker processes)."""
+    return sum(cpu_seconds(p) for p in descendants(pid))
+
+
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of a process and its live descendants (VmRSS summed), in MiB."""
+    total_kib = 0
+    for p in descendants(pid):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kib += int(line.split()[1])
+    return total_kib / 1024
+
+
 def system_busy_seconds() -> float:
     """CPU time all CPUs spent busy since boot (/proc/stat), in seconds; 0 when unavailable."""
     try:
@@ -172,11 +199,21 @@ def mock_upstream(python: str, delay_ms: float, log_dir: Path) -> Iterator[tuple
 
 @contextlib.contextmanager
 def http_server(
-    name: str, argv: list[str], env: dict[str, str], port: int, log_dir: Path
+    name: str,
+    argv: list[str],
+    env: dict[str, str],
+    port: int,
+    log_dir: Path,
+    *,
+    ready_path: str = "/readyz",
+    timings: dict[str, float] | None = None,
 ) -> Iterator[tuple[str, int]]:
-    """Start an HTTP server process, wait until its /readyz answers 200; yield (base_url, pid)."""
+    """Start an HTTP server process, wait until ``ready_path`` answers 200; yield (base_url, pid).
+
+    ``timings["ready_s"]`` gets the seconds from starting the process to that first 200."""
     log_path = log_dir / f"{name}.log"
     log = log_path.open("w")
+    t0 = time.monotonic()
     proc = subprocess.Popen(
         argv, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
     )
@@ -189,14 +226,16 @@ def http_server(
                     f"the {name} exited with {proc.returncode}:\n{log_path.read_text()[-2000:]}"
                 )
             try:
-                with urllib.request.urlopen(f"{base}/readyz", timeout=2) as resp:
+                with urllib.request.urlopen(f"{base}{ready_path}", timeout=2) as resp:
                     if resp.status == 200:
                         break
             except (urllib.error.URLError, OSError):
                 pass
             if time.monotonic() > deadline:
                 raise BenchError(f"the {name} was not ready within 90 s; see {log_path}")
-            time.sleep(0.1)
+            time.sleep(0.02)
+        if timings is not None:
+            timings["ready_s"] = time.monotonic() - t0
         yield base, proc.pid
     finally:
         # SIGINT is uvicorn's graceful shutdown: the ledger drains its queue before exiting.
@@ -281,6 +320,8 @@ class Options:
     profile_duration: float
     wait_idle: float
     retries: int
+    # Every request the same prompt (the exact-cache-hit runs) instead of a unique one.
+    same_prompt: bool = False
 
 
 @dataclass
@@ -322,6 +363,7 @@ def _wrk(
         "--",
         "stream" if stream else "plain",
         API_KEY,
+        "same" if opts.same_prompt else "unique",
     ]
     done = subprocess.run(
         argv, capture_output=True, text=True, timeout=seconds + 60, check=False, cwd=BENCH
@@ -353,6 +395,8 @@ def _python_load(
     ]
     if stream:
         argv.append("--stream")
+    if opts.same_prompt:
+        argv.append("--same-prompt")
     done = subprocess.run(
         argv, capture_output=True, text=True, timeout=seconds + warmup + 60, check=False
     )
@@ -382,15 +426,15 @@ def measure(
     if use_wrk:
         if opts.warmup > 0:
             _wrk(opts, base, connections, opts.warmup, stream)
-        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        before = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
         busy0, kids0, t0 = system_busy_seconds(), children_cpu_seconds(), time.monotonic()
         result = _wrk(opts, base, connections, seconds, stream)
     else:
         # The Python load generator warms up inside the same process, on the same connections.
-        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        before = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
         busy0, kids0, t0 = system_busy_seconds(), children_cpu_seconds(), time.monotonic()
         result = _python_load(opts, base, connections, seconds, opts.warmup, stream)
-    after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    after = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
     ours = sum(after[n] - before[n] for n in pids) + children_cpu_seconds() - kids0
     other = max(0.0, (system_busy_seconds() - busy0 - ours) / (time.monotonic() - t0))
     requests = int(result["requests"])

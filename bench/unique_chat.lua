@@ -1,14 +1,17 @@
 -- wrk script: POST /v1/chat/completions with a unique prompt on every request, so no cache could
 -- ever answer one. Used by bench/overhead.py:
 --
---   wrk -t1 -c50 -d10s -s bench/unique_chat.lua http://127.0.0.1:PORT -- [stream|plain] [API_KEY]
+--   wrk -t1 -c50 -d10s -s bench/unique_chat.lua http://127.0.0.1:PORT -- [stream|plain] [API_KEY] \
+--       [unique|same]
 --
+-- `same` sends one fixed prompt on every request instead (bench/compare.py's exact-cache-hit run).
 -- done() prints one line `WRK_JSON {...}`: requests, errors, rps and latency percentiles (ms).
 
 local threads = {}
 local counter = 0
 local prefix = ""
 local stream = false
+local same = false
 local headers = {}
 
 function setup(thread)
@@ -18,6 +21,7 @@ end
 
 function init(args)
   stream = args[1] == "stream"
+  same = args[3] == "same"
   local key = args[2] or "sk-bench"
   headers = {
     ["Content-Type"] = "application/json",
@@ -29,8 +33,11 @@ end
 
 function request()
   counter = counter + 1
+  -- The repeated prompt names no order: the cache bypasses personalised requests by default.
+  local text = same and "What are your opening hours on weekends?"
+    or ('Where is my parcel? Order ' .. prefix .. '-' .. counter .. ', please check.')
   local body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":'
-    .. '"Where is my parcel? Order ' .. prefix .. '-' .. counter .. ', please check."}]'
+    .. '"' .. text .. '"}]'
     .. (stream and ',"stream":true' or '') .. '}'
   return wrk.format("POST", "/v1/chat/completions", headers, body)
 end
