@@ -13,18 +13,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gateway.answers.commands import add_answers_commands, run_answers_command
-from gateway.cache.semantic.commands import add_cache_commands, run_cache_command
 from gateway.config import ConfigError, load_config
-from gateway.keys import hash_key, new_key
-from gateway.routing.commands import add_routing_commands, run_routing_command
-from gateway.safety.commands import add_safety_commands, run_safety_command
 from gateway.settings import Settings, default_data_dir
 
 if TYPE_CHECKING:
     from gateway.answers.matcher import ApprovedAnswers
     from gateway.config import GatewayConfig, TenantConfig
     from gateway.reports import BudgetLookup, LocalCurrency
+
+# Commands defined in this file. For them, main() builds the parser without the command modules
+# (routing, safety, answers, cache): their imports cost ``gateway serve`` start-up time for
+# nothing. Any other first argument (or none, or --help) gets the full parser.
+CORE_COMMANDS = frozenset({"serve", "keys", "report", "ledger", "config"})
 
 DATA_DIR_HELP = "state directory (default $SWITCHBOARD_DATA_DIR, else ~/.local/share/switchboard)"
 
@@ -46,7 +46,7 @@ def _zone_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(*, extensions: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gateway",
         description="Switchboard: a cost-aware, OpenAI-compatible model gateway.",
@@ -64,6 +64,13 @@ def _parser() -> argparse.ArgumentParser:
         help="state directory (default: $SWITCHBOARD_DATA_DIR, else ~/.local/share/switchboard)",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes sharing the port (default 1; see docs/architecture.md)",
+    )
 
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
@@ -144,15 +151,23 @@ def _parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     check = config_sub.add_parser("check", help="validate a config file")
     check.add_argument("path", help="the YAML file to check")
-    add_routing_commands(sub)
-    add_safety_commands(sub)
-    add_answers_commands(sub)
-    add_cache_commands(sub)
+    if extensions:
+        from gateway.answers.commands import add_answers_commands
+        from gateway.cache.semantic.commands import add_cache_commands
+        from gateway.routing.commands import add_routing_commands
+        from gateway.safety.commands import add_safety_commands
+
+        add_routing_commands(sub)
+        add_safety_commands(sub)
+        add_answers_commands(sub)
+        add_cache_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    core = bool(given) and given[0] in CORE_COMMANDS
+    args = _parser(extensions=not core).parse_args(given)
     if args.command == "serve":
         return _serve(args)
     if args.command == "keys":
@@ -161,6 +176,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _report(args)
     if args.command == "ledger":
         return _ledger(args)
+    if args.command == "config":
+        return _config_check(Path(args.path))
+    from gateway.answers.commands import run_answers_command
+    from gateway.cache.semantic.commands import run_cache_command
+    from gateway.routing.commands import run_routing_command
+    from gateway.safety.commands import run_safety_command
+
     routed = run_routing_command(args)
     if routed is not None:
         return routed
@@ -183,18 +205,32 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.workers < 1:
+        _err(f"gateway: --workers must be 1 or more, got {args.workers}")
+        return 2
     try:
         settings = Settings.from_env(
             config_path=args.config, data_dir=args.data_dir, host=args.host, port=args.port
         )
-        app = create_app(settings)
+        if args.workers > 1:
+            from gateway.workers import prepare_shared_state
+
+            prepare_shared_state(settings)
+        else:
+            app = create_app(settings)
     except (ConfigError, LedgerError, OSError, ValueError) as exc:
         _err(f"gateway: {exc}")
         return 2
     _err(
         f"Switchboard on http://{settings.host}:{settings.port}/v1 "
-        f"(config {settings.config_path}, data {settings.data_dir})"
+        f"(config {settings.config_path}, data {settings.data_dir}"
+        + (f", {args.workers} workers)" if args.workers > 1 else ")")
     )
+    if args.workers > 1:
+        from gateway.workers import serve_workers
+
+        serve_workers(settings, args.workers, args.log_level)
+        return 0
     uvicorn.run(
         app,
         host=settings.host,
@@ -209,6 +245,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _keys_create(tenant: str) -> int:
+    from gateway.keys import hash_key, new_key
+
     key = new_key()
     today = datetime.now(UTC).date().isoformat()
     _out("New API key (shown once; store it now):")
@@ -495,7 +533,6 @@ def _answer_layers(config: GatewayConfig, answers: ApprovedAnswers) -> list[str]
         if on:
             out.append(f"{name} ({', '.join(on)})")
     return out
-
 
 
 if __name__ == "__main__":

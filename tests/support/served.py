@@ -6,7 +6,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,9 +42,16 @@ class Served:
 
 @contextmanager
 def serving(
-    data_dir: Path, log: Path, env: Mapping[str, str], config: Path | str = "config/gateway.yaml"
+    data_dir: Path,
+    log: Path,
+    env: Mapping[str, str],
+    config: Path | str = "config/gateway.yaml",
+    *,
+    args: Sequence[str] = (),
+    healthy_within_s: float = 15,
 ) -> Iterator[Served]:
-    """``gateway serve`` in a subprocess; stopped with SIGTERM (killed if need be) on exit."""
+    """``gateway serve [args]`` in a subprocess; stopped with SIGTERM (killed if need be) on
+    exit."""
     port = free_port()
     with log.open("wb") as err:
         process = subprocess.Popen(
@@ -57,6 +64,7 @@ def serving(
                 str(port),
                 "--data-dir",
                 str(data_dir),
+                *args,
             ],
             cwd=REPO,
             env=dict(env),
@@ -66,7 +74,7 @@ def serving(
         )
     served = Served(process, port, log)
     try:
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + healthy_within_s
         while True:
             if process.poll() is not None:
                 pytest.fail(f"gateway serve exited with {process.returncode}: {served.stderr()}")
@@ -76,7 +84,10 @@ def serving(
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"gateway serve did not become healthy in 15 s: {served.stderr()}")
+                pytest.fail(
+                    f"gateway serve did not become healthy in {healthy_within_s:g} s: "
+                    f"{served.stderr()}"
+                )
             time.sleep(0.05)
         yield served
         process.send_signal(signal.SIGTERM)
