@@ -46,6 +46,7 @@ EXPORT_FIELDS: tuple[str, ...] = (
     "handoff",
     "cache_layer",
     "intent",
+    "cascade",
 )
 
 
@@ -108,6 +109,7 @@ def _fields(rec: LedgerRecord) -> dict[str, Any]:
         "handoff": rec.handoff,
         "cache_layer": rec.cache_layer,
         "intent": rec.intent,
+        "cascade": rec.cascade,
     }
 
 

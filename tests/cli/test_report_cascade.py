@@ -82,3 +82,17 @@ def test_the_html_report_has_a_cascade_card(tmp_path: Path) -> None:
     html = page.read_text("utf-8")
     assert '<div class="label">Cascade</div>' in html
     assert "1 kept / 1 escalated" in html and "50% escalated; saved $0.01" in html
+
+
+def test_ledger_export_carries_the_cascade_outcome(tmp_path: Path) -> None:
+    with SqliteLedger(tmp_path / "ledger.sqlite3") as ledger:
+        ledger.record(replace(rec("e1", DAY), cascade="escalated"))
+        ledger.record(rec("p1", DAY + timedelta(minutes=1)))
+    out = tmp_path / "export.jsonl"
+
+    args = ("--data-dir", str(tmp_path), "--tenant", "acme", "--tz", "UTC")
+    result = run("ledger", "export", *args, "--format", "jsonl", "--output", str(out))
+
+    assert result.returncode == 0, result.stderr
+    rows = {row["request_id"]: row for row in map(json.loads, out.read_text().splitlines())}
+    assert (rows["e1"]["cascade"], rows["p1"]["cascade"]) == ("escalated", None)
