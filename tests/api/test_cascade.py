@@ -27,6 +27,7 @@ from tests.support.gateway_server import (
 from tests.support.mock_upstream import MockUpstream, Reply, Status
 
 INITECH_KEY = "sk-test-initech-0123456789"
+HOOLI_KEY = "sk-test-hooli-0123456789"
 PHONE = "13812345678"
 
 CASCADE_CONFIG = (
@@ -53,7 +54,13 @@ CASCADE_CONFIG = (
         "  initech:\n"
         "    keys: [{ env: INITECH_KEY }]\n"
         "    safety:\n"
-        "      cascade: { enabled: true, stream: 'off' }\n",
+        "      cascade: { enabled: true, stream: 'off' }\n"
+        # A budget, and no fallbacks in this config: the reservation covers the small tier only.
+        "  hooli:\n"
+        "    keys: [{ env: HOOLI_KEY }]\n"
+        "    budget: { daily_limit: 100 }\n"
+        "    safety:\n"
+        "      cascade: { enabled: true }\n",
     )
 )
 
@@ -68,7 +75,7 @@ def gateway(
     mock_upstream: MockUpstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayServer]:
     data_dir = tmp_path_factory.mktemp("cascade-data")
-    env = gateway_env(mock_upstream.base_url, INITECH_KEY=INITECH_KEY)
+    env = gateway_env(mock_upstream.base_url, INITECH_KEY=INITECH_KEY, HOOLI_KEY=HOOLI_KEY)
     with GatewayServer(data_dir, env, CASCADE_CONFIG) as server:
         yield server
 
@@ -261,6 +268,20 @@ def test_streams_skip_the_cascade_when_its_stream_mode_is_off(
     assert raw.headers["x-switchboard-cascade"] == "escalated"  # non-stream: still cascaded
     record = ledger_record(gateway, headers["x-switchboard-request-id"])
     assert record.cascade is None
+
+
+def test_an_unsure_answer_is_kept_when_the_budget_did_not_reserve_the_large_tier(
+    gateway: GatewayServer, upstream: MockUpstream
+) -> None:
+    upstream.enqueue(Reply(UNSURE))
+
+    raw = ask(gateway, key=HOOLI_KEY)
+
+    assert raw.parse().choices[0].message.content == UNSURE
+    assert raw.headers["x-switchboard-cascade"] == "kept"
+    assert float(raw.headers["x-switchboard-confidence"]) < 0.5
+    assert "reservation does not cover the large tier" in raw.headers["x-switchboard-reason"]
+    assert len(upstream.history) == 1
 
 
 def test_the_spend_report_counts_kept_and_escalated_answers_and_their_savings(
