@@ -200,12 +200,23 @@ class ConfigReloader:
         self.retired.clear()
 
 
-def _answers_digests(config: GatewayConfig) -> dict[str, tuple[str | None, str | None]]:
-    """Per tenant with approved answers: the digests of its answers file and model."""
+def _stat(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
+def _answers_digests(
+    config: GatewayConfig,
+) -> dict[str, tuple[tuple[int, int] | None, tuple[int, int] | None]]:
+    """Per tenant with approved answers: the modification time and size of its answers file and
+    model (checked every watch interval: a model of megabytes is not hashed that often)."""
     return {
         tenant: (
-            _digest(Path(tc.answers.file).expanduser()),
-            _digest(Path(tc.answers.model).expanduser()),
+            _stat(Path(tc.answers.file).expanduser()),
+            _stat(Path(tc.answers.model).expanduser()),
         )
         for tenant, tc in config.tenants.items()
         if tc.answers is not None
