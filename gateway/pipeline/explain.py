@@ -12,6 +12,7 @@ from typing import Any
 
 from gateway.budget import BudgetStore
 from gateway.pipeline.budget import EnforceLimits
+from gateway.pipeline.cascade import cascade_for
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.handoff import HANDOFF_ROUTE, HandoffStage
 from gateway.pipeline.headers import BUDGET_WARNING
@@ -61,4 +62,20 @@ async def explain(
         # would answer instead of the route above.
         "handoff": ctx.handoff,
         "holding_answer": ctx.served_by == HANDOFF_ROUTE,
+        # The small-first cascade, when it would judge this request's answer (None: it would not).
+        "cascade": _cascade(ctx),
+    }
+
+
+def _cascade(ctx: RequestContext) -> dict[str, Any] | None:
+    if ctx.served_by is not None or ctx.decision is None or ctx.request is None:
+        return None  # answered without a model (a holding answer)
+    cfg = cascade_for(ctx, ctx.decision.route)
+    if cfg is None:
+        return None
+    return {
+        "threshold": cfg.threshold,
+        "escalates_to": cfg.large_tier,
+        # A stream is judged only when it ends within this many tokens.
+        "stream_buffer_tokens": cfg.stream_buffer_tokens if ctx.request.wants_stream else None,
     }

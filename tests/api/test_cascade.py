@@ -351,3 +351,32 @@ def _same_series(name: str, series: str) -> bool:
         return metric, frozenset(labels.rstrip("}").split(","))
 
     return parts(name) == parts(series)
+
+
+def test_route_explain_says_when_the_cascade_would_judge_the_answer(
+    gateway: GatewayServer, upstream: MockUpstream
+) -> None:
+    def explain(key: str, text: str, **extra: Any) -> Any:
+        response = httpx.post(
+            gateway.base_url + "/route/explain",
+            json={"model": "auto", "messages": [{"role": "user", "content": text}], **extra},
+            headers={"authorization": f"Bearer {key}"},
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    small = explain(ACME_KEY, "When will my parcel arrive?")
+    streamed = explain(GLOBEX_KEY, "When will my parcel arrive?", stream=True)
+    large = explain(ACME_KEY, "I want a refund")  # the `sensitive` rule: large, no cascade
+    off = explain(INITECH_KEY, "When will my parcel arrive?", stream=True)
+
+    assert small["route"] == "small"
+    assert small["cascade"] == {
+        "threshold": 0.5,
+        "escalates_to": "large",
+        "stream_buffer_tokens": None,
+    }
+    assert streamed["cascade"]["stream_buffer_tokens"] == 4
+    assert (large["route"], large["cascade"]) == ("large", None)
+    assert off["cascade"] is None  # initech: stream off
+    assert upstream.history == []
