@@ -406,6 +406,7 @@ def test_a_configured_origin_gets_cors_on_the_answer_and_another_origin_does_not
 
 
 RATED_KEY = "sk-test-rated-0123456789"
+SLOW_START = {"healthy_within_s": 60.0}
 PER_MINUTE = 6
 RATED = f"""  rated:
     keys: [{{ env: RATED_KEY }}]
@@ -425,8 +426,10 @@ def test_a_rate_limit_holds_across_two_gateway_processes_sharing_redis(
         path = tmp_path / "rated.yaml"
         path.write_text(budget_config(RATED, extra=redis_state(prefix)), "utf-8")
         with (
-            serving(tmp_path / "a", tmp_path / "a.log", env, config=path) as first,
-            serving(tmp_path / "b", tmp_path / "b.log", env, config=path) as second,
+            # Two interpreters importing at once on a busy machine: give start-up time (a hang
+            # guard, not a speed check).
+            serving(tmp_path / "a", tmp_path / "a.log", env, config=path, **SLOW_START) as first,
+            serving(tmp_path / "b", tmp_path / "b.log", env, config=path, **SLOW_START) as second,
         ):
             # The window is the calendar minute: start early in one, so the burst fits in it.
             if time.time() % 60 > 40:
