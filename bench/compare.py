@@ -66,6 +66,12 @@ FULL_CONFIG = BENCH / "configs" / "full-pipeline.yaml"
 ANSWERS_CONFIG = BENCH / "configs" / "answers.yaml"
 P99_LIMIT_MS = 50.0
 MASK_SECRET = "bench-mask-secret-0123456789abcdef"
+# The exact-cache-hit run's prompt: it names no order (personalised requests bypass the cache).
+CACHE_PROMPT = "What are your opening hours on weekends?"
+# The approved-answers run's prompt: an example of the return_policy intent of
+# config/answers/example.jsonl, which answers without a per-request placeholder.
+ANSWER_PROMPT = "how do I return an item"
+ANSWERS_FILE = ROOT / "config" / "answers" / "example.jsonl"
 
 # Targets the issue sets (docs/benchmarks.md); reported as met / not met.
 TARGETS = {
@@ -161,7 +167,76 @@ def gateway_command(
 ) -> tuple[list[str], dict[str, str], int]:
     argv, env, port = oh.gateway_command(opts.gateway, config, upstream, data_dir)
     env["BENCH_MASK_SECRET"] = MASK_SECRET  # full-pipeline.yaml's masking key
+    env["BENCH_ANSWERS_MODEL"] = str(answers_model_path(data_dir))
     return [*argv, "--workers", str(workers)], env, port
+
+
+def answers_model_path(data_dir: Path) -> Path:
+    """Where train_answers() writes the matcher: beside the gateways' data directories."""
+    return data_dir.parent / "answers-model.npz"
+
+
+def train_answers(opts: oh.Options, tmp: Path) -> str | None:
+    """Train the approved-answers matcher on config/answers/example.jsonl; None or the error."""
+    done = subprocess.run(
+        [
+            opts.gateway,
+            "answers",
+            "train",
+            "--data",
+            str(ANSWERS_FILE),
+            "--out",
+            str(tmp / "answers-model.npz"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=ROOT,
+    )
+    if done.returncode != 0:
+        return f"`gateway answers train` failed: {(done.stderr or done.stdout)[-300:]}"
+    return None
+
+
+def layer_sample(url: str, prompts: Sequence[str]) -> dict[str, int]:
+    """Which layer answered each of a few requests (x-switchboard-cache-layer, else the route)."""
+    seen: dict[str, int] = {}
+    for text in prompts:
+        status, headers, _ = post(
+            url, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]}
+        )
+        lower = {k.lower(): v for k, v in headers.items()}
+        layer = (
+            lower.get("x-switchboard-cache-layer") or f"route {lower.get('x-switchboard-route')}"
+        )
+        key = f"{status} {layer}"
+        seen[key] = seen.get(key, 0) + 1
+    return seen
+
+
+def answers_run(
+    opts: oh.Options, mock: str, tmp: Path, pids: dict[str, int], stack: contextlib.ExitStack
+) -> dict[str, Any]:
+    """One approved question again and again at 1 connection, the exact cache off."""
+    argv, env, port = gateway_command(opts, ANSWERS_CONFIG, mock, tmp / "answers", 1)
+    gw = stack.enter_context(started("gateway-answers", argv, env, port, tmp))
+    seen = layer_sample(gw.url, [ANSWER_PROMPT] * 3)
+    if seen != {"200 answers": 3}:
+        return {"skipped": f"{ANSWER_PROMPT!r} was not answered by the answers layer: {seen}"}
+    same = replace(opts, same_prompt=ANSWER_PROMPT)
+    pids = {**pids, gw.name: gw.pid}
+    d = oh.measure(same, "direct", mock, 1, pids, stream=False)
+    g = oh.measure(same, gw.name, gw.url, 1, pids, stream=False)
+    return {
+        "config": str(ANSWERS_CONFIG.relative_to(ROOT)),
+        "prompt": ANSWER_PROMPT,
+        "p50_ms": g.p50_ms,
+        "p99_ms": g.p99_ms,
+        "added_p50_ms": g.p50_ms - d.p50_ms,
+        "rps": g.rps,
+        "cpu_ms_per_request": g.cpu_ms_per_request.get(gw.name),
+    }
 
 
 @contextlib.contextmanager
@@ -277,12 +352,12 @@ def cache_hit_run(
     """One prompt again and again at 1 connection: every answer but the first few is a hit."""
     body = {
         "model": "gpt-4o-mini",
-        "messages": [{"role": "user", "content": "What are your opening hours on weekends?"}],
+        "messages": [{"role": "user", "content": CACHE_PROMPT}],
     }
     seen = [post(server.url, body)[1].get("x-switchboard-cache", "") for _ in range(4)]
     if seen[-1] != "hit":
         return {"skipped": f"the 4th identical request was not a cache hit (headers: {seen})"}
-    same = replace(opts, same_prompt=True)
+    same = replace(opts, same_prompt=CACHE_PROMPT)
     d = oh.measure(same, "direct", direct, 1, pids, stream=False)
     g = oh.measure(same, server.name, server.url, 1, pids, stream=False)
     return {
@@ -306,6 +381,11 @@ def full_pipeline_run(
     oh.check_answers(full.url, through_gateway=True)
     pids = {**pids, full.name: full.pid}
     out: dict[str, Any] = {"config": str(FULL_CONFIG.relative_to(ROOT))}
+    # What answers the load's unique prompts (they name an order: personalised, and close to the
+    # track_order intent), so the reader knows which path these figures are.
+    out["answered by (10 sample requests)"] = layer_sample(
+        full.url, [f"Where is my parcel? Order s-{i}, please check." for i in range(10)]
+    )
     for c in opts.connections:
         d = oh.measure(opts, "direct", mock, c, pids, stream=False)
         g = oh.measure(opts, full.name, full.url, c, pids, stream=False)
@@ -317,19 +397,17 @@ def full_pipeline_run(
     return out
 
 
-def config_check(opts: oh.Options, config: Path) -> str | None:
+def config_check(opts: oh.Options, config: Path, tmp: Path) -> str | None:
     """None when ``gateway config check`` accepts the file, else its complaint."""
     if not config.exists():
-        return (
-            f"{config.relative_to(ROOT)} does not exist: write it (the bench config with the "
-            "tenant's approved answers on) once the `answers` config keys exist (issue 6)"
-        )
+        return f"{config.relative_to(ROOT)} does not exist"
     env = {
         "UPSTREAM_BASE_URL": "http://127.0.0.1:9/v1",
         "SMALL_MODEL": "s",
         "LARGE_MODEL": "l",
         "DEMO_API_KEY": oh.API_KEY,
         "BENCH_MASK_SECRET": MASK_SECRET,
+        "BENCH_ANSWERS_MODEL": str(tmp / "answers-model.npz"),
     }
     done = subprocess.run(
         [opts.gateway, "config", "check", str(config)],
@@ -452,7 +530,8 @@ def render(report: dict[str, Any]) -> str:
         "upstream and the server under test share these CPUs.**",
         "",
         f"Command: `{report['command']}` (code {report['code']}; LiteLLM "
-        f"{report.get('litellm_version', 'not run')}). Gateway: `{report['gateway_command']}`. "
+        f"{report.get('litellm_version', 'not run')}). "
+        f"Gateway: `{report.get('gateway_command', 'not started')}`. "
         f"LiteLLM: `{report.get('litellm_command', 'not run')}`. Runs of "
         f"{report['options']['duration']:g} s after {report['options']['warmup']:g} s warm-up; a "
         "unique prompt per request unless said otherwise.",
@@ -771,9 +850,12 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one straight
                 sys.stderr.write("exact-cache hit:\n")
                 report["cache_hit"] = cache_hit_run(opts, gw, mock, pids)
                 sys.stderr.write("approved answers and the full pipeline:\n")
-                problem = config_check(opts, ANSWERS_CONFIG)
-                report["answers"] = {"skipped": problem or "the answers run is not built yet"}
-                problem = config_check(opts, FULL_CONFIG)
+                problem = train_answers(opts, tmp) or config_check(opts, ANSWERS_CONFIG, tmp)
+                if problem:
+                    report["answers"] = {"skipped": problem}
+                else:
+                    report["answers"] = answers_run(opts, mock, tmp, pids, stack)
+                problem = problem or config_check(opts, FULL_CONFIG, tmp)
                 if problem:
                     report["full_pipeline"] = {"skipped": problem}
                 else:
@@ -783,14 +865,18 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one straight
         sys.stderr.write(f"compare.py: {exc}\n")
         return 1
     except KeyboardInterrupt as exc:
+        # Ctrl-C, SIGTERM or the --max-minutes deadline: keep what was measured.
         sys.stderr.write(f"compare.py: interrupted ({exc}); everything started was stopped\n")
-        return 130
+        report["notes"].append(f"interrupted ({exc}): the runs after that point are missing")
+        status = 130
+    else:
+        status = 0
     report["summary"] = summarise(report)
     markdown = render(report)
     out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     out.with_suffix(".md").write_text(markdown)
     sys.stdout.write(markdown + f"\nwritten: {out.with_suffix('.md')} and .json\n")
-    return 0
+    return status
 
 
 if __name__ == "__main__":

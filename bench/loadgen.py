@@ -28,8 +28,6 @@ from urllib.parse import urlsplit
 import httptools
 
 PATH = "/v1/chat/completions"
-# --same-prompt: names no order, since the cache bypasses personalised requests by default.
-SAME_PROMPT = "What are your opening hours on weekends?"
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -115,7 +113,7 @@ async def _worker(
     stop_at: float,
     stats: _Stats,
     timeout: float,
-    same: bool = False,
+    same: str = "",
 ) -> None:
     loop = asyncio.get_running_loop()
     prefix = f"{os.getpid()}-{wid}"
@@ -125,9 +123,7 @@ async def _worker(
         if client is None or client.transport is None or client.lost.done():
             _, client = await loop.create_connection(_Client, host, port)
         counter += 1
-        prompt = (
-            SAME_PROMPT if same else f"Where is my parcel? Order {prefix}-{counter}, please check."
-        )
+        prompt = same or f"Where is my parcel? Order {prefix}-{counter}, please check."
         payload = _request_bytes(f"{host}:{port}", key, prompt, stream)
         response = _Response()
         client.current = response
@@ -170,7 +166,7 @@ async def run(
     stream: bool,
     key: str,
     timeout: float,
-    same: bool = False,
+    same: str = "",
 ) -> dict[str, object]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -221,7 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-key", default="sk-bench")
     parser.add_argument("--timeout", type=float, default=30.0, help="per-request timeout (s)")
     parser.add_argument(
-        "--same-prompt", action="store_true", help="one fixed prompt (exact-cache-hit runs)"
+        "--same-prompt",
+        default="",
+        metavar="TEXT",
+        help="send this prompt on every request (exact-cache-hit and approved-answer runs)",
     )
     args = parser.parse_args(argv)
     if urlsplit(args.url).hostname not in ("127.0.0.1", "localhost"):

@@ -320,8 +320,8 @@ class Options:
     profile_duration: float
     wait_idle: float
     retries: int
-    # Every request the same prompt (the exact-cache-hit runs) instead of a unique one.
-    same_prompt: bool = False
+    # Every request this same prompt (exact-cache-hit, approved-answer runs); "" = unique ones.
+    same_prompt: str = ""
 
 
 @dataclass
@@ -364,6 +364,7 @@ def _wrk(
         "stream" if stream else "plain",
         API_KEY,
         "same" if opts.same_prompt else "unique",
+        *([opts.same_prompt] if opts.same_prompt else []),
     ]
     done = subprocess.run(
         argv, capture_output=True, text=True, timeout=seconds + 60, check=False, cwd=BENCH
@@ -396,7 +397,7 @@ def _python_load(
     if stream:
         argv.append("--stream")
     if opts.same_prompt:
-        argv.append("--same-prompt")
+        argv += ["--same-prompt", opts.same_prompt]
     done = subprocess.run(
         argv, capture_output=True, text=True, timeout=seconds + warmup + 60, check=False
     )
@@ -580,7 +581,43 @@ def summarise_collapsed(text: str, top: int = 20) -> str:
     lines += ["", "| inclusive | function |", "|---:|---|"]
     for name, n in incl.most_common(top + 10):
         lines.append(f"| {100 * n / total:.1f}% | `{name}` |")
+    stages = stage_shares(text)
+    if stages:
+        lines += [
+            "",
+            "Per pipeline stage (inclusive samples of its methods, all threads; multiply by the "
+            "CPU ms/request for µs):",
+            "",
+            "| share | stage |",
+            "|---:|---|",
+        ]
+        lines += [f"| {100 * share:.1f}% | `{name}` |" for name, share in stages]
     return "\n".join(lines) + "\n"
+
+
+# A pipeline stage's method in a py-spy frame: "enter (gateway/pipeline/stages.py:120)" carries
+# no class; py-spy's --format raw writes "Class.method (file:line)" for methods.
+_STAGE_FRAME = re.compile(
+    r"^(?P<cls>[A-Z]\w+)\.[\w<>.]+ \(\S*gateway/(?:pipeline/|cache/|telemetry\.py|ledger\.py|"
+    r"budget/)"
+)
+
+
+def stage_shares(text: str) -> list[tuple[str, float]]:
+    """Share of all samples under each pipeline stage class (and the ledger and budget store
+    threads), from py-spy's collapsed stacks: a sample counts once per class on its stack."""
+    per: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in text.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        classes = {m["cls"] for f in stack.split(";") if (m := _STAGE_FRAME.match(f))}
+        for cls in classes:
+            per[cls] += count
+    return [(name, n / total) for name, n in per.most_common()] if total else []
 
 
 def _thread_name(frame: str) -> str:

@@ -2,9 +2,11 @@
 -- ever answer one. Used by bench/overhead.py:
 --
 --   wrk -t1 -c50 -d10s -s bench/unique_chat.lua http://127.0.0.1:PORT -- [stream|plain] [API_KEY] \
---       [unique|same]
+--       [unique|same] [PROMPT]
 --
--- `same` sends one fixed prompt on every request instead (bench/compare.py's exact-cache-hit run).
+-- `same` sends one prompt on every request instead (bench/compare.py's exact-cache-hit and
+-- approved-answer runs): PROMPT, else a question that names no order (the cache bypasses
+-- personalised requests by default). PROMPT must not contain a double quote or backslash.
 -- done() prints one line `WRK_JSON {...}`: requests, errors, rps and latency percentiles (ms).
 
 local threads = {}
@@ -12,6 +14,7 @@ local counter = 0
 local prefix = ""
 local stream = false
 local same = false
+local same_text = ""
 local headers = {}
 
 function setup(thread)
@@ -22,6 +25,7 @@ end
 function init(args)
   stream = args[1] == "stream"
   same = args[3] == "same"
+  same_text = args[4] or "What are your opening hours on weekends?"
   local key = args[2] or "sk-bench"
   headers = {
     ["Content-Type"] = "application/json",
@@ -33,8 +37,7 @@ end
 
 function request()
   counter = counter + 1
-  -- The repeated prompt names no order: the cache bypasses personalised requests by default.
-  local text = same and "What are your opening hours on weekends?"
+  local text = same and same_text
     or ('Where is my parcel? Order ' .. prefix .. '-' .. counter .. ', please check.')
   local body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":'
     .. '"' .. text .. '"}]'
