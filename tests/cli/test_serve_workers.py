@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import openai
 from tests.support.budget_config import budget_config
 from tests.support.gateway_server import ACME_KEY, gateway_env
 from tests.support.mock_upstream import MockUpstream
-from tests.support.served import Served, serving
+from tests.support.served import GATEWAY, REPO, Served, serving
 
 KEY_PATTERN = re.compile(r"sk-sb-[A-Za-z0-9_-]{20,}")
 TENANTS = (
@@ -74,3 +75,29 @@ def test_two_workers_both_answer_both_write_the_ledger_and_the_key_is_made_once(
     assert acme == set(ids), "every answered request has its ledger record"
     assert {rid[:16] for rid in acme} == workers, "each worker wrote its own records"
     assert {rid for rid, tenant in rows if tenant == "walkin"} == set(walkin)
+
+
+def run_serve(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(GATEWAY), "serve", "--data-dir", str(tmp_path / "data"), *args],
+        cwd=REPO,
+        env={k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_zero_workers_exits_2_naming_the_flag(tmp_path: Path) -> None:
+    done = run_serve(tmp_path, "--workers", "0")
+    assert done.returncode == 2
+    assert "--workers must be 1 or more, got 0" in done.stderr
+
+
+def test_a_bad_config_exits_2_in_the_parent_before_any_worker_starts(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"  # MOCK_BASE_URL is not set
+    config.write_text(budget_config("  acme:\n    keys: [{ env: ACME_KEY }]\n"), "utf-8")
+    done = run_serve(tmp_path, "--config", str(config), "--workers", "2", "--port", "1")
+    assert done.returncode == 2
+    assert "$.upstreams.mock.base_url: environment variable MOCK_BASE_URL is not set" in done.stderr
+    assert "workers)" not in done.stderr, "nothing was started"
