@@ -4,12 +4,13 @@ SIGTERM: uvicorn stops accepting, lets in-flight requests (streams included) fin
 app's shutdown flushes the ledger; every stream ends with its whole text and ``[DONE]``, every
 one is in the ledger. ``kill -9``: no shutdown code runs, yet every request the client saw
 answered is in the ledger exactly once (the answer's last byte waits for the commit), and after
-a restart the embedded budget counter equals the ledger's sum (records committed before a
-settle that never came are settled from the ledger at start).
+a restart the budget counter (SQLite, or Redis) equals the ledger's sum (records committed
+before a settle that never came are settled from the ledger at start).
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import itertools
 import signal
@@ -19,7 +20,9 @@ from typing import Any
 
 import httpx
 import openai
+import pytest
 
+from gateway.budget import RedisBudgetStore
 from tests.reliability.gateway_process import (
     CLOSED_KEY,
     PLAIN_KEY,
@@ -30,6 +33,7 @@ from tests.reliability.gateway_process import (
     write_config,
 )
 from tests.reliability.ledger_reads import day_scope, ledger_rows, sqlite_settled
+from tests.support.budget_config import REDIS_URL, redis_prefix
 from tests.support.mock_upstream import MockUpstream, StallStream
 
 
@@ -83,19 +87,39 @@ def test_sigterm_lets_streams_in_flight_finish_and_records_every_one(
     assert all(rows[i].status == 200 and rows[i].stream and rows[i].cost_micros > 0 for i in ids)
 
 
+def _settled(state: str, data: Path, prefix: str) -> int:
+    if state == "embedded":
+        return sqlite_settled(data, day_scope("closed"))[0]
+
+    async def read() -> int:
+        store = RedisBudgetStore(REDIS_URL, prefix)
+        try:
+            return await store.settled(day_scope("closed"))
+        finally:
+            await store.aclose()
+
+    return asyncio.run(read())
+
+
+@pytest.mark.parametrize("state", ["embedded", "redis"])
 def test_kill_9_under_load_loses_no_answered_request_and_counters_match_after_restart(
-    upstream: MockUpstream, tmp_path: Path
+    upstream: MockUpstream, tmp_path: Path, state: str
 ) -> None:
+    with redis_prefix() as prefix:
+        _kill_9_under_load(upstream, tmp_path, state, prefix)
+
+
+def _kill_9_under_load(upstream: MockUpstream, tmp_path: Path, state: str, prefix: str) -> None:
     config = write_config(tmp_path / "gateway.yaml")
     data = tmp_path / "data"
-    env = gateway_env(upstream.base_url)
+    env = gateway_env(upstream.base_url, STATE=state, REDIS_URL=REDIS_URL, KEY_PREFIX=prefix)
     answered: list[str] = []
     failed: list[BaseException] = []
     lock = threading.Lock()
     numbers = itertools.count()
 
     def client_loop(gw: GatewayProcess) -> None:
-        # The tenant with a budget (embedded SQLite counters), so the counters can be compared.
+        # The tenant with a budget (SQLite or Redis counters), so the counters can be compared.
         client = openai.OpenAI(base_url=gw.v1, api_key=CLOSED_KEY, max_retries=0, timeout=30)
         while True:
             n = next(numbers)
@@ -140,5 +164,5 @@ def test_kill_9_under_load_loses_no_answered_request_and_counters_match_after_re
         assert gw.terminate() in (0, -signal.SIGTERM)
     rows = ledger_rows(data)
     assert after in {r.request_id for r in rows}
-    settled, _reserved = sqlite_settled(data, day_scope("closed"))
+    settled = _settled(state, data, prefix)
     assert settled == sum(r.cost_micros for r in rows if r.tenant == "closed") > 0
