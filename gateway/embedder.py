@@ -6,6 +6,10 @@ network (``disable_download=True``: a missing file is an error, not a download).
 mean of the text's token vectors, unit-normalised, so a dot product is a cosine. It costs tens of
 microseconds per text, which is what lets a cache lookup stay under a millisecond or two.
 
+Chinese words of a customer-service glossary are put in English before tokenizing
+(:func:`gateway.gloss.gloss`): WordLlama's tokenizer splits Chinese characters into bytes, so
+without it 运费 and 邮费 (both "shipping fee") or 快递到哪了 and "where is my parcel" hardly meet.
+
 Any other model can stand in through the :class:`Embedder` protocol (a hosted embedding model
 through ``/v1/embeddings``, say); the cache only needs ``dim``, ``name`` and ``embed``.
 """
@@ -20,6 +24,8 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+
+from gateway.gloss import GLOSS_VERSION, gloss
 
 Vector = npt.NDArray[np.float32]
 
@@ -50,15 +56,23 @@ class WordLlamaEmbedder:
     ``embed``: one text at a time without padding is about four times faster (the hot path
     embeds one text per request)."""
 
-    def __init__(self, table: npt.NDArray[np.float32], tokenizer: Any, name: str) -> None:
+    def __init__(
+        self, table: npt.NDArray[np.float32], tokenizer: Any, name: str, *, glossed: bool = True
+    ) -> None:
         self._table = np.ascontiguousarray(table, dtype=np.float32)
         self._tokenizer = tokenizer
-        self.name = name
+        self._glossed = glossed
+        # The glossary is part of the name: a model or cache entry embedded with another
+        # glossary (or none) is told apart by it.
+        self.name = f"{name}+gloss-{GLOSS_VERSION}" if glossed else name
         self.dim = int(self._table.shape[1])
 
     @classmethod
-    def load(cls, config: str = "l2_supercat", dim: int = 256) -> WordLlamaEmbedder:
-        """Load the weights shipped in the wordllama package; never downloads."""
+    def load(
+        cls, config: str = "l2_supercat", dim: int = 256, *, glossed: bool = True
+    ) -> WordLlamaEmbedder:
+        """Load the weights shipped in the wordllama package; never downloads. ``glossed``:
+        Chinese glossary words are embedded by their English meaning."""
         root = logging.getLogger()
         handlers, level = list(root.handlers), root.level
         try:
@@ -84,9 +98,11 @@ class WordLlamaEmbedder:
             raise EmbedderUnavailable(f"cannot load WordLlama {config}-{dim}: {exc}") from exc
         tokenizer = model.tokenizer
         tokenizer.no_padding()
-        return cls(model.embedding, tokenizer, f"wordllama-{config}-{dim}")
+        return cls(model.embedding, tokenizer, f"wordllama-{config}-{dim}", glossed=glossed)
 
     def _ids(self, text: str) -> list[int]:
+        if self._glossed:
+            text = gloss(text)
         ids: list[int] = self._tokenizer.encode(text, add_special_tokens=False).ids
         return ids
 
