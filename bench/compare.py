@@ -288,9 +288,14 @@ def post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
 
 
 def rss_run(
-    opts: oh.Options, server: Server, milestones: Sequence[int], pids: dict[str, int]
+    opts: oh.Options,
+    server: Server,
+    milestones: Sequence[int],
+    pids: dict[str, int],
+    max_seconds: float,
 ) -> dict[str, Any]:
-    """RSS after start, after the warm-up, then after each total of requests (50 connections)."""
+    """RSS after start, after the warm-up, then after each total of requests (50 connections);
+    after ``max_seconds`` of load it stops where it is, so a slow server cannot eat the run."""
     out: dict[str, Any] = {"after_start_mib": round(oh.tree_rss_mib(server.pid), 1)}
     sys.stderr.write(f"  {server.name}: RSS {out['after_start_mib']} MiB after start\n")
     oh._wrk(opts, server.url, 50, max(2.0, opts.warmup), False)
@@ -298,7 +303,13 @@ def rss_run(
     served = 0
     cpu0, t0 = oh.tree_cpu_seconds(server.pid), time.monotonic()
     for goal in milestones:
-        while served < goal:
+        if time.monotonic() - t0 > max_seconds:
+            out[f"after_{served}_mib"] = round(oh.tree_rss_mib(server.pid), 1)
+            out[f"after_{served}_requests"] = served
+            out["stopped_early"] = f"{served:,} requests in {max_seconds:g} s, not {goal:,}"
+            sys.stderr.write(f"  {server.name}: stopped after {out['stopped_early']}\n")
+            break
+        while served < goal and time.monotonic() - t0 <= max_seconds:
             # Chunks of at most 20 s, sized from the rate so far, so a slow server stops near goal.
             rate = served / (time.monotonic() - t0) if served else 500.0
             seconds = min(20.0, max(1.0, (goal - served) / max(rate, 1.0)))
@@ -306,11 +317,18 @@ def rss_run(
             if int(result["errors"]) or int(result["non_2xx"]):
                 raise oh.BenchError(f"{server.name}: errors during the RSS run: {result}")
             served += int(result["requests"])
+        if served < goal:
+            continue  # out of time: recorded at the top of the next turn, or below
         out[f"after_{goal}_mib"] = round(oh.tree_rss_mib(server.pid), 1)
         out[f"after_{goal}_requests"] = served
         sys.stderr.write(
             f"  {server.name}: RSS {out[f'after_{goal}_mib']} MiB after {served:,} requests\n"
         )
+    if served < milestones[-1] and "stopped_early" not in out:
+        out[f"after_{served}_mib"] = round(oh.tree_rss_mib(server.pid), 1)
+        out[f"after_{served}_requests"] = served
+        out["stopped_early"] = f"{served:,} requests in {max_seconds:g} s, not {milestones[-1]:,}"
+        sys.stderr.write(f"  {server.name}: stopped after {out['stopped_early']}\n")
     elapsed = time.monotonic() - t0
     out["rps"] = round(served / elapsed, 1) if elapsed else math.nan
     if served:
@@ -619,6 +637,14 @@ def render(report: dict[str, Any]) -> str:
                 f"| {name} | {_f(r.get('after_start_mib'), 1)} "
                 f"| {_f(r.get('after_warmup_mib'), 1)} | {later} |"
             )
+        end = report.get("rss_at_end_mib") or {}
+        if end:
+            lines += [
+                "",
+                "After all the runs above: "
+                + ", ".join(f"{name} {mib:,.1f} MiB" for name, mib in end.items())
+                + ".",
+            ]
     ready = report.get("ready", {})
     if ready:
         lines += ["", "## Start to ready", ""]
@@ -667,6 +693,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep-max", type=int, default=256, help="most connections the search tries")
     p.add_argument("--rss-at", default="10000,100000", help="RSS after these totals (gateway)")
     p.add_argument("--litellm-rss-at", default="10000", help="RSS milestones for LiteLLM")
+    p.add_argument(
+        "--rss-max-s",
+        type=float,
+        default=150.0,
+        help="most seconds of load per server's RSS run; it stops where it is (default 150)",
+    )
+    p.add_argument(
+        "--rss-max-s",
+        type=float,
+        default=150.0,
+        help="most seconds of load per server's RSS run; it stops where it is (default 150)",
+    )
     p.add_argument("--ready-starts", type=int, default=5, help="fresh gateway starts timed")
     p.add_argument(
         "--workers",
@@ -681,7 +719,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--wait-idle",
         type=float,
-        default=60.0,
+        default=30.0,
         help="wait up to this long for a quiet machine before each group",
     )
     p.add_argument("--retries", type=int, default=1)
@@ -709,6 +747,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one straight
     if args.quick:
         args.duration, args.warmup, args.sweep_duration = 3.0, 1.0, 3.0
         args.rss_at, args.litellm_rss_at, args.ready_starts = "10000", "2000", 2
+        args.rss_max_s = 30.0
         args.wait_idle, args.retries = 0.0, 0
     wrk = shutil.which("wrk")
     if not wrk:
@@ -823,10 +862,16 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one straight
                 by_name = {s.name: s for s in servers}
 
                 sys.stderr.write("resident memory:\n")
-                report["rss"] = {"gateway": rss_run(opts, gw, _milestones(args.rss_at), pids)}
+                report["rss"] = {
+                    "gateway": rss_run(opts, gw, _milestones(args.rss_at), pids, args.rss_max_s)
+                }
                 if "litellm" in by_name:
                     report["rss"]["litellm"] = rss_run(
-                        opts, by_name["litellm"], _milestones(args.litellm_rss_at), pids
+                        opts,
+                        by_name["litellm"],
+                        _milestones(args.litellm_rss_at),
+                        pids,
+                        args.rss_max_s,
                     )
 
                 targets = [("direct", mock), *((s.name, s.url) for s in servers)]
@@ -849,6 +894,10 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one straight
 
                 sys.stderr.write("exact-cache hit:\n")
                 report["cache_hit"] = cache_hit_run(opts, gw, mock, pids)
+                # Every server's memory after all its runs (the 2-worker gateway has no RSS run).
+                report["rss_at_end_mib"] = {
+                    s.name: round(oh.tree_rss_mib(s.pid), 1) for s in servers
+                }
                 sys.stderr.write("approved answers and the full pipeline:\n")
                 problem = train_answers(opts, tmp) or config_check(opts, ANSWERS_CONFIG, tmp)
                 if problem:
