@@ -168,8 +168,25 @@ def test_multi_turn_when_configured_needs_the_same_earlier_turns(
     same = cache.lookup("shop", "how long does it take?", history=["i want a refund"])
     assert same.hit is not None and same.hit.answer == b"refunds: 5 days"
     other = cache.lookup("shop", "how long does it take?", history=["I want a new card"])
-    assert other.hit is None and other.reason == "other earlier turns"
+    assert other.hit is None and other.reason == "other earlier turns or scope"
     assert cache.lookup("shop", "how long does it take?").hit is None
+
+
+def test_an_entry_serves_only_requests_of_the_same_scope(
+    store: SemanticStore, clock: Clock
+) -> None:
+    # The pipeline's scope: requested model, system prompt, masked values' keyed hashes.
+    cache = make(store, clock)
+    scope = ("model: auto", "system: You are Shop's assistant.")
+    cache.store("shop", "do you ship to Canada", b"yes", scope=scope)
+
+    same = cache.lookup("shop", "do you ship to Canada", scope=scope)
+    other = cache.lookup("shop", "do you ship to Canada", scope=("model: gpt-4o",))
+    none = cache.lookup("shop", "do you ship to Canada")
+
+    assert same.hit is not None and same.hit.answer == b"yes"
+    assert other.hit is None and other.reason == "other earlier turns or scope"
+    assert none.hit is None
 
 
 def test_entries_expire_after_their_ttl(store: SemanticStore, clock: Clock) -> None:
