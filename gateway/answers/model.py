@@ -60,6 +60,108 @@ class Prediction:
     runner_up_confidence: float
     support: float | None = None  # cosine to the nearest example of ``best``
     refused: str | None = None  # why intent is None: threshold, support, negation, ...
+    # The classifier's own probability of ``best``; ``confidence`` is the calibrated
+    # probability that ``best`` is right when the model has a calibrator (else the same).
+    probability: float | None = None
+
+
+# How many nearest examples vote in the calibration features (see ``calibration_features``):
+# a near and a wider neighbourhood.
+NEIGHBOURS = (10, 20)
+CALIBRATION_FEATURES = (
+    "probability",
+    "margin",
+    "log_odds",
+    "vector_model_probability",
+    "support",
+    "nearest_other_gap",
+    "neighbour_vote_10",
+    "neighbour_vote_20",
+)
+
+
+def calibration_features(
+    probs: npt.NDArray[np.float64],
+    vector_probs: npt.NDArray[np.float64],
+    sims: npt.NDArray[np.float32],
+    example_labels: npt.NDArray[np.int64],
+) -> npt.NDArray[np.float64]:
+    """What says whether the classifier's best intent is right, one row per text
+    (``CALIBRATION_FEATURES``): its probability, the margin and log-odds to the runner-up, the
+    probability a model of the sentence vector alone gives it, the cosine to its nearest example,
+    how much nearer an example of another intent is, and the share of the 10 and of the 20 nearest
+    examples that have it (``NEIGHBOURS``). Training (cross-validated) and serving call this one
+    function."""
+    n = probs.shape[0]
+    rows = np.arange(n)
+    order = np.argsort(-probs, axis=1)
+    best, second = order[:, 0], order[:, 1]
+    p1, p2 = probs[rows, best], probs[rows, second]
+    same = example_labels[None, :] == best[:, None]
+    support = np.where(same, sims, -np.inf).max(axis=1, initial=-1.0)
+    nearest = sims.max(axis=1, initial=-1.0)
+    votes = []
+    widest = min(max(NEIGHBOURS), sims.shape[1])
+    if widest:
+        # One partial sort for every neighbourhood: the widest, nearest first.
+        top = np.argpartition(-sims, widest - 1, axis=1)[:, :widest]
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(sims, top, 1), 1), 1)
+        agree = example_labels[top] == best[:, None]
+    for neighbours in NEIGHBOURS:
+        k = min(neighbours, widest)
+        votes.append(agree[:, :k].mean(axis=1) if k else np.zeros(n))
+    return np.column_stack(
+        [
+            p1,
+            p1 - p2,
+            np.log(p1 + 1e-9) - np.log(p2 + 1e-9),
+            vector_probs[rows, best],
+            support,
+            nearest - support,
+            *votes,
+        ]
+    ).astype(np.float64)
+
+
+@dataclass(frozen=True, slots=True)
+class Calibrator:
+    """A logistic regression from :func:`calibration_features` to the probability that the best
+    intent is right, fitted on cross-validated predictions of the training examples: the
+    model's confidence. The probability alone ranks right above wrong answers worse (on
+    Banking77's 77 close intents it answered 3 points less at the same error)."""
+
+    mean: npt.NDArray[np.float64]
+    scale: npt.NDArray[np.float64]
+    coef: npt.NDArray[np.float64]
+    intercept: float
+
+    def confidence(self, features: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        z = ((features - self.mean) / self.scale) @ self.coef + self.intercept
+        out: npt.NDArray[np.float64] = 1.0 / (1.0 + np.exp(-z))
+        return out
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "features": list(CALIBRATION_FEATURES),
+            "neighbours": list(NEIGHBOURS),
+            "mean": self.mean.tolist(),
+            "scale": self.scale.tolist(),
+            "coef": self.coef.tolist(),
+            "intercept": self.intercept,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Calibrator:
+        if data.get("features") != list(CALIBRATION_FEATURES) or data.get(
+            "neighbours"
+        ) != list(NEIGHBOURS):
+            raise ValueError("calibrated on other features; retrain it")
+        return cls(
+            mean=np.asarray(data["mean"], dtype=np.float64),
+            scale=np.asarray(data["scale"], dtype=np.float64),
+            coef=np.asarray(data["coef"], dtype=np.float64),
+            intercept=float(data["intercept"]),
+        )
 
 
 class IntentModel:
@@ -79,6 +181,9 @@ class IntentModel:
         class_offsets: npt.NDArray[np.int64] | None = None,
         support_floor: float | None = None,
         example_polarity: list[Polarity] | None = None,
+        coef_vector_only: npt.NDArray[np.float32] | None = None,
+        intercept_vector_only: npt.NDArray[np.float32] | None = None,
+        calibrator: Calibrator | None = None,
     ) -> None:
         self.classes = classes
         self.vocabulary = vocabulary
@@ -94,6 +199,16 @@ class IntentModel:
         self.class_offsets = class_offsets
         self.support_floor = support_floor
         self.example_polarity = example_polarity
+        # A second linear model on the sentence vector alone and the calibrator over both: with
+        # them ``confidence`` is the calibrated probability of being right (else the plain one).
+        self.coef_vector_only = coef_vector_only
+        self.intercept_vector_only = intercept_vector_only
+        self.calibrator = calibrator
+        self.example_labels = (
+            None
+            if class_offsets is None
+            else np.repeat(np.arange(len(classes), dtype=np.int64), np.diff(class_offsets))
+        )
 
     @property
     def embedder(self) -> Embedder:
@@ -130,6 +245,18 @@ class IntentModel:
         probs: npt.NDArray[np.float64] = exp / exp.sum()
         return probs
 
+    def vector_probabilities(
+        self, vector: npt.NDArray[np.float32] | None
+    ) -> npt.NDArray[np.float64] | None:
+        """The vector-only model's probabilities (None without that model or a vector)."""
+        if self.coef_vector_only is None or self.intercept_vector_only is None or vector is None:
+            return None
+        scores = vector.astype(np.float64) @ self.coef_vector_only + self.intercept_vector_only
+        scores -= scores.max()
+        exp = np.exp(scores)
+        probs: npt.NDArray[np.float64] = exp / exp.sum()
+        return probs
+
     def predict(self, text: str) -> Prediction:
         """The intent of ``text``, or an abstention (``intent`` None) below the threshold."""
         vector = self._vector(text)
@@ -137,19 +264,35 @@ class IntentModel:
         order = np.argsort(-probs)
         best = int(order[0])
         second = int(order[1]) if len(order) > 1 else None
-        confidence = float(probs[best])
+        probability = float(probs[best])
+        examples, offsets = self.example_vectors, self.class_offsets
+        all_sims = (
+            np.einsum("ij,j->i", examples, vector)
+            if vector is not None and examples is not None and offsets is not None
+            else None
+        )
+        confidence = probability
+        vector_probs = self.vector_probabilities(vector)
+        if (
+            self.calibrator is not None
+            and vector_probs is not None
+            and all_sims is not None
+            and self.example_labels is not None
+        ):
+            features = calibration_features(
+                probs[None, :], vector_probs[None, :], all_sims[None, :], self.example_labels
+            )
+            confidence = float(self.calibrator.confidence(features)[0])
         refused = None
         if not text.strip():
             refused = "no text"
         elif confidence < self.threshold:
             refused = "below threshold"
         support = None
-        examples, offsets = self.example_vectors, self.class_offsets
-        if vector is not None and examples is not None and offsets is not None:
-            rows = examples[offsets[best] : offsets[best + 1]]
-            sims = rows @ vector
-            nearest = int(sims.argmax()) if len(rows) else -1
-            support = float(sims[nearest]) if len(rows) else 0.0
+        if all_sims is not None and offsets is not None:
+            sims = all_sims[offsets[best] : offsets[best + 1]]
+            nearest = int(sims.argmax()) if len(sims) else -1
+            support = float(sims[nearest]) if len(sims) else 0.0
             if refused is None and self.support_floor is not None and support < self.support_floor:
                 refused = "far from every example"
             if refused is None and self.example_polarity is not None and nearest >= 0:
@@ -173,6 +316,7 @@ class IntentModel:
             runner_up_confidence=float(probs[second]) if second is not None else 0.0,
             support=support,
             refused=refused,
+            probability=probability,
         )
 
     # --- files ---------------------------------------------------------------------------------
@@ -191,6 +335,7 @@ class IntentModel:
                 if self.example_polarity is None
                 else [[negated, sorted(poles)] for negated, poles in self.example_polarity]
             ),
+            "calibrator": None if self.calibrator is None else self.calibrator.as_json(),
         }
         extra: dict[str, Any] = {}
         if self.example_vectors is not None and self.class_offsets is not None:
@@ -198,6 +343,9 @@ class IntentModel:
                 "example_vectors": self.example_vectors.astype(np.float16),
                 "class_offsets": self.class_offsets.astype(np.int64),
             }
+        if self.coef_vector_only is not None and self.intercept_vector_only is not None:
+            extra["coef_vector_only"] = self.coef_vector_only.astype(np.float32)
+            extra["intercept_vector_only"] = self.intercept_vector_only.astype(np.float32)
         with path.open("wb") as fh:
             np.savez_compressed(
                 fh,
@@ -229,6 +377,11 @@ class IntentModel:
                     if "class_offsets" in data.files
                     else None
                 )
+                vector_only = {
+                    name: np.asarray(data[name], dtype=np.float32)
+                    for name in ("coef_vector_only", "intercept_vector_only")
+                    if name in data.files
+                }
         except OSError as exc:
             raise ModelFileError(f"{path}: cannot read: {exc}") from exc
         except (ValueError, KeyError, json.JSONDecodeError) as exc:
@@ -242,6 +395,15 @@ class IntentModel:
                 f"{path}: trained with features {meta.get('feature_set')!r}, this gateway "
                 f"computes {FEATURE_SET!r}; retrain it with `gateway answers train`"
             )
+        try:
+            calibrator = (
+                Calibrator.from_json(meta["calibrator"]) if meta.get("calibrator") else None
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelFileError(
+                f"{path}: its confidence calibrator cannot be read ({exc}); retrain it with "
+                "`gateway answers train`"
+            ) from exc
         model = cls(
             classes=list(meta["classes"]),
             vocabulary=dict(meta["vocabulary"]),
@@ -249,7 +411,7 @@ class IntentModel:
             meta={
                 k: v
                 for k, v in meta.items()
-                if k not in ("classes", "vocabulary", "example_polarity")
+                if k not in ("classes", "vocabulary", "example_polarity", "calibrator")
             },
             embedder=embedder,
             example_vectors=examples,
@@ -260,6 +422,8 @@ class IntentModel:
                 if meta.get("example_polarity") is None
                 else [(bool(n), frozenset(d)) for n, d in meta["example_polarity"]]
             ),
+            calibrator=calibrator,
+            **vector_only,
             **arrays,
         )
         if arrays["coef_vector"].shape[0] and embedder is not None:

@@ -4,9 +4,13 @@
 
 1. cross-validation (stratified, up to 5 folds): every example is predicted by a model that did
    not see it, giving an honest confidence and right/wrong for each;
-2. the threshold is the lowest confidence at which the examples answered (confidence ≥ it) are
+2. the confidence is calibrated: a small logistic regression learns, from those held-out
+   predictions, which ones are right (:func:`gateway.answers.model.calibration_features`: the
+   probability, the margin to the runner-up, what a model of the sentence vector alone and the
+   nearest examples say); its own held-out output is the confidence;
+3. the threshold is the lowest confidence at which the examples answered (confidence ≥ it) are
    wrong at most ``target_error`` of the time: the largest coverage the target allows;
-3. the final model is fitted on all examples and exported to numpy arrays
+4. the final model is fitted on all examples and exported to numpy arrays
    (:class:`~gateway.answers.model.IntentModel`), so serving never imports scikit-learn.
 
 Nothing here is tuned to a data set: the features, the regularisation (C=10) and the folds are
@@ -28,7 +32,12 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.answers.features import FEATURE_SET, grams
-from gateway.answers.model import IntentModel
+from gateway.answers.model import (
+    CALIBRATION_FEATURES,
+    Calibrator,
+    IntentModel,
+    calibration_features,
+)
 from gateway.cache.semantic.guards import polarity
 from gateway.embedder import Embedder, default_embedder
 
@@ -104,6 +113,54 @@ def support(
     )
 
 
+def _fit_vector_only(labels: Any, vectors: npt.NDArray[np.float32]) -> Any:
+    linear: Any = importlib.import_module("sklearn.linear_model")
+    classifier = linear.LogisticRegression(C=C, max_iter=3000)
+    classifier.fit(vectors, list(labels))
+    return classifier
+
+
+def _fit_calibrator(
+    features: npt.NDArray[np.float64], correct: npt.NDArray[np.bool_], folds: int
+) -> tuple[Calibrator, npt.NDArray[np.float64]]:
+    """The calibrator fitted on every held-out prediction, and its own held-out confidences
+    (what the threshold is chosen on: the calibrator never scores what it was fitted on)."""
+    linear: Any = importlib.import_module("sklearn.linear_model")
+    selection: Any = importlib.import_module("sklearn.model_selection")
+
+    mean = features.mean(axis=0)
+    scale = features.std(axis=0)
+    scale[scale == 0] = 1.0
+    z = (features - mean) / scale
+
+    def fit(rows: npt.NDArray[np.int64]) -> Calibrator:
+        model = linear.LogisticRegression(C=1.0, max_iter=2000)
+        model.fit(z[rows], correct[rows])
+        return Calibrator(
+            mean=mean,
+            scale=scale,
+            coef=np.asarray(model.coef_[0], dtype=np.float64),
+            intercept=float(model.intercept_[0]),
+        )
+
+    everything = np.arange(len(correct))
+    if correct.all() or not correct.any():
+        # One outcome only: nothing to learn; rank by the classifier's probability.
+        coef = np.zeros(len(mean))
+        coef[0] = scale[0]
+        flat = Calibrator(mean=mean, scale=scale, coef=coef, intercept=0.0)
+        return flat, flat.confidence(features)
+    held = np.zeros(len(correct))
+    splits = min(folds, int(correct.sum()), int((~correct).sum()))
+    if splits >= 2:
+        splitter = selection.StratifiedKFold(n_splits=splits, shuffle=True, random_state=1)
+        for fit_idx, held_idx in splitter.split(features, correct):
+            held[held_idx] = fit(fit_idx).confidence(features[held_idx])
+    else:
+        held = fit(everything).confidence(features)
+    return fit(everything), held
+
+
 def _fit(
     texts: Sequence[str], labels: Any, vectors: npt.NDArray[np.float32]
 ) -> tuple[Any, Any]:
@@ -160,28 +217,40 @@ def train(
 
     folds = min(MAX_FOLDS, min(counts.values()))
     splitter = selection.StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
-    confidence = np.zeros(len(examples))
+    features = np.zeros((len(examples), len(CALIBRATION_FEATURES)))
     correct = np.zeros(len(examples), dtype=bool)
     report("cv", 0, folds)
     for i, (fit_idx, held_idx) in enumerate(splitter.split(texts, labels), 1):
         vectoriser, classifier = _fit(
             [texts[j] for j in fit_idx], labels[fit_idx], vectors[fit_idx]
         )
+        vector_only = _fit_vector_only(labels[fit_idx], vectors[fit_idx])
         probs = _predict(vectoriser, classifier, [texts[j] for j in held_idx], vectors[held_idx])
-        confidence[held_idx] = probs.max(axis=1)
+        classes_ = list(classifier.classes_)
+        fold_labels = np.array([classes_.index(c) for c in labels[fit_idx]], dtype=np.int64)
+        features[held_idx] = calibration_features(
+            probs,
+            vector_only.predict_proba(vectors[held_idx]),
+            vectors[held_idx] @ vectors[fit_idx].T,
+            fold_labels,
+        )
         correct[held_idx] = classifier.classes_[probs.argmax(axis=1)] == labels[held_idx]
         report("cv", i, folds)
+    calibrator, confidence = _fit_calibrator(features, correct, folds)
     threshold, coverage, error = choose_threshold(confidence, correct, target_error)
 
     report("fit", 0, 1)
     vectoriser, classifier = _fit(texts, labels, vectors)
+    vector_only = _fit_vector_only(labels, vectors)
     report("fit", 1, 1)
     n_text = len(vectoriser.vocabulary_)
     coef = np.asarray(classifier.coef_, dtype=np.float32).T  # features × classes
     intercept = np.asarray(classifier.intercept_, dtype=np.float32)
-    if coef.shape[1] == 1:  # two intents: scikit-learn keeps one logit, for the second class
-        coef = np.hstack([np.zeros_like(coef), coef])
-        intercept = np.concatenate([np.zeros(1, dtype=np.float32), intercept])
+    coef, intercept = _all_logits(coef, intercept)
+    coef_vector_only, intercept_vector_only = _all_logits(
+        np.asarray(vector_only.coef_, dtype=np.float32).T,
+        np.asarray(vector_only.intercept_, dtype=np.float32),
+    )
     classes = [str(c) for c in classifier.classes_]
     example_vectors, class_offsets, floor, order = support(vectors, labels, classes)
     polarities = [polarity(texts[i]) for i in order]
@@ -215,4 +284,18 @@ def train(
         class_offsets=class_offsets,
         support_floor=floor,
         example_polarity=polarities,
+        coef_vector_only=coef_vector_only,
+        intercept_vector_only=intercept_vector_only,
+        calibrator=calibrator,
     )
+
+
+def _all_logits(
+    coef: npt.NDArray[np.float32], intercept: npt.NDArray[np.float32]
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Features × classes weights; with two intents scikit-learn keeps one logit (for the
+    second class), so the first gets zeros."""
+    if coef.shape[1] == 1:
+        coef = np.hstack([np.zeros_like(coef), coef])
+        intercept = np.concatenate([np.zeros(1, dtype=np.float32), intercept])
+    return coef, intercept
