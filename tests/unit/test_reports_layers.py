@@ -4,13 +4,14 @@ the ledger's ``cache_layer`` column, in JSON and in the text table."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from gateway.ledger import LedgerQuery, LedgerRecord, SqliteLedger
+from gateway.ledger import MIGRATIONS, LedgerQuery, LedgerRecord, SqliteLedger
 from gateway.reports import SpendQuery, build_spend_report, render_spend_json, render_spend_table
 from gateway.timezones import TenantZones
 
@@ -91,3 +92,26 @@ def test_a_period_without_hits_has_no_layer_section(tmp_path: Path) -> None:
     assert report.cache_layers is None
     assert json.loads(render_spend_json(report))["cache_layers"] is None
     assert "answered without a model" not in render_spend_table(report)
+
+
+def test_a_ledger_migrated_past_0013_before_these_columns_existed_gets_them(
+    tmp_path: Path,
+) -> None:
+    # 0011/0012 were committed after 0013: a ledger that already has 0013 applies them later.
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT)")
+    for name, sql in MIGRATIONS:
+        if name.startswith(("0011_", "0012_")):
+            continue
+        conn.execute(sql)
+        conn.execute("INSERT INTO schema_migrations VALUES (?, 'then')", (name,))
+    conn.commit()
+    conn.close()
+
+    with SqliteLedger(path) as led:
+        led.record(record(1, "answers"))
+        led.flush()
+        (back,) = list(led.records(LedgerQuery()))
+
+    assert (back.cache_layer, back.intent) == ("answers", "track_order")
