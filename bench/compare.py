@@ -696,8 +696,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rss-max-s",
         type=float,
-        default=150.0,
-        help="most seconds of load per server's RSS run; it stops where it is (default 150)",
+        default=180.0,
+        help="most seconds of load per server's RSS run; it stops where it is (default 180)",
     )
     p.add_argument("--ready-starts", type=int, default=5, help="fresh gateway starts timed")
     p.add_argument(
