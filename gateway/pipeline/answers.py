@@ -8,8 +8,9 @@ gateway answers with the approved text, its placeholders filled from the config'
 a cache hit is answered: route ``cache``, cost 0, the baseline price as the saving.
 
 Never for: a handoff (the handoff stage decides what such a request gets), a request the exact
-cache would not store either (tools, n > 1, images, ...: ``uncacheable_reason``), one with
-earlier turns unless ``multi_turn``, or one sent with ``x-switchboard-cache: no-cache``.
+cache would not store either (tools, n > 1, images, ...: ``uncacheable_reason``), one that asks
+for structured output (``response_format`` other than text), one with earlier turns unless
+``multi_turn``, or one sent with ``x-switchboard-cache: no-cache``.
 
 Headers on a match: ``x-switchboard-route: cache``, ``x-switchboard-cache: hit``,
 ``x-switchboard-cache-layer: answers``, ``x-switchboard-intent`` (percent-encoded when not
@@ -57,6 +58,11 @@ def reuse_refusal(ctx: RequestContext) -> str | None:
     reason = uncacheable_reason(ctx.payload)
     if reason is not None:
         return f"uncacheable: {reason}"
+    response_format = ctx.payload.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type", "text") != "text":
+        # The bot parses JSON (or a schema) out of the answer: prose stored for a chat, or a
+        # person's approved text, would break it.
+        return "structured output"
     return None
 
 

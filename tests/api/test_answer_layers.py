@@ -177,6 +177,22 @@ def test_a_handoff_request_gets_no_approved_answer_even_for_a_known_intent(
     assert len(upstream.history) == 1 and text.startswith("echo: ")
 
 
+def test_a_request_for_json_output_gets_no_stored_or_approved_prose(
+    gateway: GatewayServer, upstream: MockUpstream
+) -> None:
+    with _client(gateway) as client:
+        raw = client.chat.completions.with_raw_response.create(
+            model="auto",
+            messages=[{"role": "user", "content": "Where is my parcel right now?"}],
+            response_format={"type": "json_object"},
+        )
+    headers = raw.headers
+
+    assert headers["x-switchboard-answers"] == "bypass: structured output"
+    assert headers["x-switchboard-semantic-cache"] == "bypass: structured output"
+    assert len(upstream.history) == 1
+
+
 def test_a_follow_up_turn_is_not_answered_from_either_layer_by_default(
     gateway: GatewayServer, upstream: MockUpstream
 ) -> None:
