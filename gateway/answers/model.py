@@ -8,8 +8,12 @@ A linear model over two blocks of features, trained by ``gateway answers train``
 * the text's WordLlama sentence vector (``gateway.embedder``), which knows that "parcel" and
   "package" are close, something no n-gram of the training examples can know.
 
-``predict`` returns the most probable intent and its probability; the model abstains (``intent``
-None) below ``threshold``, which training chose by cross-validation for ``target_error``.
+``predict`` returns the most probable intent and a confidence; the model abstains (``intent``
+None) below ``threshold``, which training chose by cross-validation for ``target_error``. The
+confidence is the :class:`Calibrator`'s probability that the intent is right, from the
+classifier's probability, its margin to the runner-up, a second model on the sentence vector
+alone and the nearest examples (:func:`calibration_features`); a model without a calibrator
+(trained before it existed) uses the classifier's probability.
 
 A closed-set classifier puts every text in some intent, and its probability says only which
 intent fits best, not whether any does: with a low threshold (an easy set of intents) a question
