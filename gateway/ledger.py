@@ -207,8 +207,8 @@ class Ledger(Protocol):
     def cascade_outcomes(
         self, tenants: TenantSet, since: datetime | None, until: datetime | None
     ) -> list[SummaryRow]:
-        """Raw records the cascade judged in ``[since, until)``, summed per outcome (key
-        ``{"cascade": "kept" | "escalated" | "unjudged"}``)."""
+        """Records the cascade judged in ``[since, until)`` (raw and rolled-up days), summed
+        per outcome (key ``{"cascade": "kept" | "escalated" | "unjudged"}``)."""
         ...
 
     def cache_layers(
@@ -341,6 +341,25 @@ MIGRATIONS: list[tuple[str, str]] = [
         "0013_add_requests_cascade",
         "ALTER TABLE requests ADD COLUMN cascade TEXT",
     ),
+    (
+        # The cascade's outcomes of rolled-up days (`gateway ledger prune`), so reports keep
+        # them after the raw records are gone; "day", time_zone and start_us as in
+        # daily_aggregates.
+        "0014_daily_cascade",
+        """
+        CREATE TABLE daily_cascade (
+            tenant            TEXT    NOT NULL,
+            day               TEXT    NOT NULL,
+            time_zone         TEXT    NOT NULL,
+            start_us          INTEGER NOT NULL,
+            cascade           TEXT    NOT NULL,
+            requests          INTEGER NOT NULL,
+            cost_micros       INTEGER NOT NULL,
+            large_cost_micros INTEGER NOT NULL,
+            PRIMARY KEY (tenant, day, cascade)
+        )
+        """,
+    ),
 ]
 
 # SQL expression per group_by column. Values are TEXT so that keys compare and print uniformly.
@@ -401,6 +420,24 @@ _ROLL_UP_UPSERT = """
         large_cost_micros = large_cost_micros + excluded.large_cost_micros,
         handoffs = handoffs + excluded.handoffs
 """
+_CASCADE_ROLL_UP = """
+    INSERT INTO daily_cascade (
+        tenant, day, time_zone, start_us, cascade, requests, cost_micros, large_cost_micros
+    )
+    SELECT ?, ?, ?, ?, cascade, COUNT(*), SUM(cost_micros), SUM(large_cost_micros)
+    FROM requests
+    WHERE tenant = ? AND ts_us >= ? AND ts_us < ? AND cascade IS NOT NULL
+    GROUP BY cascade
+    ON CONFLICT (tenant, day, cascade) DO UPDATE SET
+        requests = requests + excluded.requests,
+        cost_micros = cost_micros + excluded.cost_micros,
+        large_cost_micros = large_cost_micros + excluded.large_cost_micros
+"""
+# daily_cascade's columns in SummaryRow's order (the sums it has no column for are 0).
+_CASCADE_ROLLED_SUMS = (
+    "COALESCE(SUM(requests), 0), 0, 0, 0, 0, COALESCE(SUM(cost_micros), 0), "
+    "COALESCE(SUM(large_cost_micros), 0), 0"
+)
 _DAY_US = 86_400_000_000
 _EPOCH_DAY = date(1970, 1, 1)
 
@@ -887,20 +924,25 @@ class SqliteLedger:
     def cascade_outcomes(
         self, tenants: TenantSet, since: datetime | None, until: datetime | None
     ) -> list[SummaryRow]:
-        """Raw records the cascade judged in ``[since, until)``, summed per outcome.
-
-        Raw records only: rolled-up days (``gateway ledger prune``) keep no cascade outcome.
-        """
-        where, params = _tenant_where(tenants)
-        where += " AND cascade IS NOT NULL"
-        if since is not None:
-            where += " AND ts_us >= ?"
-            params.append(_to_us(since))
-        if until is not None:
-            where += " AND ts_us < ?"
-            params.append(_to_us(until))
+        """Records the cascade judged in ``[since, until)``, summed per outcome: raw records,
+        and rolled-up days whose first instant is in the range (as ``aggregated_spend``).
+        Rows of the same outcome are not merged: the caller sums them."""
         expressions = {"cascade": "cascade"}
-        return self._spend(expressions, "requests", where, params, ["cascade"], _RAW_SUMS)
+        rows: list[SummaryRow] = []
+        for table, column, sums in (
+            ("requests", "ts_us", _RAW_SUMS),
+            ("daily_cascade", "start_us", _CASCADE_ROLLED_SUMS),
+        ):
+            where, params = _tenant_where(tenants)
+            where += " AND cascade IS NOT NULL"
+            if since is not None:
+                where += f" AND {column} >= ?"
+                params.append(_to_us(since))
+            if until is not None:
+                where += f" AND {column} < ?"
+                params.append(_to_us(until))
+            rows += self._spend(expressions, table, where, params, ["cascade"], sums)
+        return rows
 
     def cache_layers(
         self, tenants: TenantSet, since: datetime | None, until: datetime | None
@@ -950,6 +992,10 @@ class SqliteLedger:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     groups = conn.execute(_ROLL_UP_SELECT, window).fetchall()
+                    conn.execute(
+                        _CASCADE_ROLL_UP,
+                        (tenant, day.day, day.time_zone, _to_us(day.start), *window),
+                    )
                     conn.executemany(
                         _ROLL_UP_UPSERT,
                         [

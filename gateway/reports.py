@@ -377,7 +377,7 @@ class SpendReport:
     local: LocalCurrency | None = None
     # Requests answered without a model, per layer (exact, answers, semantic); None: none.
     cache_layers: LayerSummary | None = None
-    # The small-first cascade's outcomes and savings (raw records); None: it never ran.
+    # The small-first cascade's outcomes and savings; None: it never ran.
     cascade: CascadeSummary | None = None
 
 

@@ -58,7 +58,8 @@ def cascade_summary(
     since: datetime | None,
     until: datetime | None,
 ) -> CascadeSummary | None:
-    """The cascade's outcomes over raw records in ``[since, until)``; None when it never ran."""
+    """The cascade's outcomes in ``[since, until)`` (raw records and rolled-up days); None when
+    it never ran."""
     rows: list[SummaryRow] = []
     for tenants in tenant_sets:
         rows.extend(ledger.cascade_outcomes(tenants, since, until))

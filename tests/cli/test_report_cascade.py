@@ -7,7 +7,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from gateway.ledger import SqliteLedger
+from gateway.ledger import LedgerQuery, SqliteLedger
 from tests.cli.test_cli import run
 from tests.cli.test_report_cli import rec
 
@@ -96,3 +96,33 @@ def test_ledger_export_carries_the_cascade_outcome(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     rows = {row["request_id"]: row for row in map(json.loads, out.read_text().splitlines())}
     assert (rows["e1"]["cascade"], rows["p1"]["cascade"]) == ("escalated", None)
+
+
+def test_prune_keeps_the_cascade_figures_of_rolled_up_days(tmp_path: Path) -> None:
+    # DAY is long past (rolled up by --keep-days 7); today's records stay raw.
+    today = datetime.now(UTC) - timedelta(minutes=5)
+    with SqliteLedger(tmp_path / "ledger.sqlite3") as ledger:
+        ledger.record(replace(rec("k1", DAY), cascade="kept"))
+        ledger.record(replace(rec("k2", DAY + timedelta(hours=1)), cascade="kept"))
+        ledger.record(
+            replace(rec("e1", DAY, cost=20_500), large_cost_micros=20_000, cascade="escalated")
+        )
+        ledger.record(replace(rec("k3", today), cascade="kept"))
+
+    def cascade(*window: str) -> object:
+        result = run(
+            "report", "--data-dir", str(tmp_path), "--format", "json", "--tz", "UTC", *window
+        )
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)["cascade"]
+
+    old_day = ("--from", "2025-06-10", "--to", "2025-06-10")
+    before = (cascade(), cascade(*old_day))
+    pruned = run("ledger", "prune", "--data-dir", str(tmp_path), "--keep-days", "7", "--tz", "UTC")
+
+    assert pruned.returncode == 0 and "rolled up" in pruned.stdout, pruned.stderr
+    assert (cascade(), cascade(*old_day)) == before
+    assert before[0]["outcomes"]["kept"]["requests"] == 3  # type: ignore[index]
+    assert before[1]["outcomes"]["kept"]["requests"] == 2  # type: ignore[index]
+    with SqliteLedger(tmp_path / "ledger.sqlite3") as ledger:
+        assert [r.request_id for r in ledger.records(LedgerQuery())] == ["k3"]  # really pruned
