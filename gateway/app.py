@@ -163,6 +163,8 @@ def create_app(settings: Settings, *, switchboard: Switchboard | None = None) ->
                 "x-switchboard-budget-warning",
                 "x-switchboard-handoff",
                 "x-switchboard-masked",
+                "x-switchboard-cascade",
+                "x-switchboard-confidence",
                 "x-switchboard-cache-layer",
                 "x-switchboard-intent",
                 "x-switchboard-similarity",

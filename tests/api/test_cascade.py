@@ -380,3 +380,19 @@ def test_route_explain_says_when_the_cascade_would_judge_the_answer(
     assert (large["route"], large["cascade"]) == ("large", None)
     assert off["cascade"] is None  # initech: stream off
     assert upstream.history == []
+
+
+def test_a_browser_client_may_read_the_cascade_headers(
+    gateway: GatewayServer, upstream: MockUpstream
+) -> None:
+    upstream.enqueue(Reply(SURE))
+
+    response = httpx.post(
+        gateway.base_url + "/chat/completions",
+        json={"model": "auto", "messages": QUESTION},
+        headers={"authorization": f"Bearer {ACME_KEY}", "origin": "https://shop.example"},
+    )
+
+    assert response.headers["x-switchboard-cascade"] == "kept"
+    exposed = response.headers["access-control-expose-headers"].lower()
+    assert "x-switchboard-cascade" in exposed and "x-switchboard-confidence" in exposed
