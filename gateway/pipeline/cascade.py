@@ -75,6 +75,8 @@ def cascade_for(ctx: RequestContext, route: str) -> CascadeConfig | None:
     cfg = ctx.runtime.tenant(ctx.tenant).safety.cascade
     if not cfg.enabled or route != cfg.small_tier or route != ctx.decision.route:
         return None
+    if ctx.decision.pinned:
+        return None  # the bot named the small tier itself (a pinned alias): its choice stands
     if cfg.large_tier not in ctx.runtime.tiers:
         return None
     if ctx.request.wants_stream and cfg.stream == "off":

@@ -396,3 +396,19 @@ def test_a_browser_client_may_read_the_cascade_headers(
     assert response.headers["x-switchboard-cascade"] == "kept"
     exposed = response.headers["access-control-expose-headers"].lower()
     assert "x-switchboard-cascade" in exposed and "x-switchboard-confidence" in exposed
+
+
+def test_a_request_pinned_to_the_small_tier_is_not_second_guessed(
+    gateway: GatewayServer, upstream: MockUpstream
+) -> None:
+    upstream.enqueue(Reply(UNSURE))
+
+    with client_for(gateway) as client:
+        raw = client.chat.completions.with_raw_response.create(
+            model="small-only", messages=QUESTION
+        )
+
+    assert raw.parse().choices[0].message.content == UNSURE
+    assert raw.headers["x-switchboard-route"] == "small"
+    assert "x-switchboard-cascade" not in raw.headers
+    assert len(upstream.history) == 1
