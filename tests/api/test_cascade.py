@@ -24,7 +24,7 @@ from tests.support.gateway_server import (
     GatewayServer,
     gateway_env,
 )
-from tests.support.mock_upstream import MockUpstream, Reply, Status
+from tests.support.mock_upstream import CutStream, MockUpstream, Reply, Status
 
 INITECH_KEY = "sk-test-initech-0123456789"
 HOOLI_KEY = "sk-test-hooli-0123456789"
@@ -412,3 +412,24 @@ def test_a_request_pinned_to_the_small_tier_is_not_second_guessed(
     assert raw.headers["x-switchboard-route"] == "small"
     assert "x-switchboard-cascade" not in raw.headers
     assert len(upstream.history) == 1
+
+
+def test_a_small_stream_failing_inside_the_buffer_gets_a_real_status(
+    gateway: GatewayServer, upstream: MockUpstream
+) -> None:
+    # Nothing was sent yet: the failure is answered as one before the first byte (no fallbacks
+    # in this config), not as a torn 200 stream.
+    upstream.enqueue(CutStream(after_chunks=2))
+
+    response = httpx.post(
+        gateway.base_url + "/chat/completions",
+        json={"model": "auto", "messages": QUESTION, "stream": True},
+        headers={"authorization": f"Bearer {ACME_KEY}"},
+    )
+
+    assert response.status_code == 502, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json()["error"]["type"] == "upstream_error"
+    record = ledger_record(gateway, response.headers["x-switchboard-request-id"])
+    assert (record.status, record.route, record.cascade) == (502, "small", None)
+    assert record.attempts[0].startswith("small: 502")
