@@ -95,7 +95,9 @@ def build_switchboard(
         ),
         # Once per process, kept across config reloads (state and redis are bound at start).
         budget_store=build_budget_store(loaded.config, settings.data_dir),
-        semantic_cache=build_semantic_cache(loaded.config, settings.data_dir),
+        semantic_cache=build_semantic_cache(
+            loaded.config, settings.data_dir, os.environ if env is None else env
+        ),
     )
     if loaded.config.state == "redis" and isinstance(the_ledger, SqliteLedger):
         # Every process's records reach the shared Redis stream (`gateway ledger pull`).

@@ -651,6 +651,20 @@ def _check(config: GatewayConfig, source: str) -> PriceTable:
         elif upstream.is_local and emb.model not in overrides:
             overrides[emb.model] = FREE
         priced.append((f"{path}.model", emb.model))
+    semantic = config.semantic_cache
+    if semantic.embedder == "embeddings":
+        if config.embeddings is None:
+            raise fail(
+                "$.semantic_cache.embedder",
+                "`embeddings` needs the `embeddings:` section (upstream and model) naming the "
+                "embedding model; add it, or use `wordllama` (offline, the default)",
+            )
+        if semantic.embedding_dim is None:
+            raise fail(
+                "$.semantic_cache.embedding_dim",
+                f"set it to the number of values in a vector of {config.embeddings.model!r} "
+                "(e.g. 1536 for text-embedding-3-small): it is not probed at start",
+            )
     prices = PriceTable.from_litellm(overrides)
     for path, model in priced:
         try:

@@ -8,7 +8,7 @@ cache here: ``gateway.config`` imports this module, and the cache package import
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
@@ -23,7 +23,9 @@ class SemanticCacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=Tru
     ``personalised`` are the defaults of tenants that opt in; ``max_bytes`` bounds the diskcache
     store (``state: embedded``); ``refresh_interval_s``: how often a process re-reads the entries
     of the tenants it has seen, to serve what other processes sharing the store (Redis, or the
-    workers of ``gateway serve --workers N``) stored."""
+    workers of ``gateway serve --workers N``) stored. ``embedder``: ``wordllama`` (offline, in
+    this process) or ``embeddings`` (the model of the ``embeddings:`` section, over HTTP, whose
+    vectors have ``embedding_dim`` values); bound at start like the store."""
 
     enabled: bool = True
     threshold: Share = 0.85
@@ -33,6 +35,8 @@ class SemanticCacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=Tru
     personalised: bool = False
     max_bytes: Annotated[int, Meta(ge=1)] = 256 * 1024 * 1024
     refresh_interval_s: Annotated[float, Meta(gt=0)] = 5.0
+    embedder: Literal["wordllama", "embeddings"] = "wordllama"
+    embedding_dim: Annotated[int, Meta(ge=1, le=65_536)] | None = None
 
 
 class TenantSemanticConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

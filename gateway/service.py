@@ -205,6 +205,9 @@ class Switchboard:
             self._semantic_refresh = None
         if self.semantic is not None:
             await anyio.to_thread.run_sync(self.semantic.backend.close)
+            close_embedder = getattr(self.semantic.embedder_if_loaded, "close", None)
+            if close_embedder is not None:  # a remote embedder's HTTP connections
+                await anyio.to_thread.run_sync(close_embedder)
         for tier in self.runtime.tiers.values():
             await tier.aclose()
         if self.runtime.embeddings is not None:

@@ -46,6 +46,7 @@ from gateway.cache.stage import (
     entry_of,
 )
 from gateway.config import TIER_NAMES, GatewayConfig
+from gateway.embedder import Embedder
 from gateway.pipeline.answers import (
     CACHE_ROUTE,
     conversation,
@@ -56,6 +57,7 @@ from gateway.pipeline.answers import (
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.headers import header_safe
 from gateway.pipeline.masking import last_user_text
+from gateway.remote_embedder import EmbedderFailed
 from gateway.tiers.base import Completion
 
 log = logging.getLogger("gateway.pipeline")
@@ -182,16 +184,22 @@ class SemanticStage:
             headers[SEMANTIC_HEADER] = "bypass: no-cache"
             return
         # Embedding, the index and (with Redis) the store's round trip: off the event loop.
-        found = await anyio.to_thread.run_sync(
-            partial(
-                cache.lookup,
-                query.tenant,
-                query.text,
-                history=query.history,
-                scope=query.scope,
-                request_id=ctx.request_id,
+        try:
+            found = await anyio.to_thread.run_sync(
+                partial(
+                    cache.lookup,
+                    query.tenant,
+                    query.text,
+                    history=query.history,
+                    scope=query.scope,
+                    request_id=ctx.request_id,
+                )
             )
-        )
+        except EmbedderFailed as exc:  # a remote embedding model is down: a miss, not a failure
+            log.warning("request %s: semantic cache lookup skipped: %s", ctx.request_id, exc)
+            ctx.semantic = None  # storing would need the same embedder
+            headers[SEMANTIC_HEADER] = "miss: embedder unavailable"
+            return
         entry = _read(found.hit.answer) if found.hit is not None else None
         if found.hit is None or entry is None:
             headers[SEMANTIC_HEADER] = header_safe(f"miss: {found.reason}")
@@ -282,7 +290,39 @@ def needs_semantic_cache(config: GatewayConfig) -> bool:
     )
 
 
-def build_semantic_cache(config: GatewayConfig, data_dir: Path) -> SemanticCache | None:
+def build_embedder(config: GatewayConfig, env: Mapping[str, str]) -> Embedder | None:
+    """The embedder ``semantic_cache.embedder`` names: None for the offline default (loaded
+    lazily by the cache), else an :class:`HttpEmbedder` on the ``embeddings:`` model."""
+    if config.semantic_cache.embedder == "wordllama":
+        return None
+    from gateway.remote_embedder import HttpEmbedder
+
+    emb, dim = config.embeddings, config.semantic_cache.embedding_dim
+    assert emb is not None and dim is not None  # checked when the config was loaded
+    upstream = config.upstreams[emb.upstream]
+    assert upstream.base_url is not None
+    return HttpEmbedder(
+        base_url=upstream.base_url,
+        model=emb.model,
+        dim=dim,
+        api_key=env.get(upstream.api_key_env) if upstream.api_key_env else None,
+        headers=upstream.headers,
+        connect_timeout_s=upstream.connect_timeout_s,
+        read_timeout_s=upstream.read_timeout_s,
+    )
+
+
+def _namespace(embedder: Embedder | None) -> str:
+    """Entries made by another embedding model are never compared: each model but the default
+    keeps its own directory / key prefix (the default keeps the names it always had)."""
+    if embedder is None:
+        return ""
+    return "-" + "".join(c if c.isalnum() else "_" for c in embedder.name)
+
+
+def build_semantic_cache(
+    config: GatewayConfig, data_dir: Path, env: Mapping[str, str] | None = None
+) -> SemanticCache | None:
     """The cache the config asks for, or None when no tenant uses it.
 
     ``state: embedded``: diskcache in ``data_dir / "semantic-cache"``, bounded by
@@ -294,12 +334,18 @@ def build_semantic_cache(config: GatewayConfig, data_dir: Path) -> SemanticCache
 
     if not needs_semantic_cache(config):
         return None
+    embedder = build_embedder(config, os.environ if env is None else env)
+    namespace = _namespace(embedder)
     store: SemanticStore
     if config.state == "redis":
-        store = RedisSemanticStore(config.redis.url, config.redis.key_prefix)
+        prefix = config.redis.key_prefix + (f"{namespace[1:]}:" if namespace else "")
+        store = RedisSemanticStore(config.redis.url, prefix)
     else:
-        store = DiskSemanticStore(data_dir / SEMANTIC_DIR, config.semantic_cache.max_bytes)
-    return SemanticCache(store, secret=_PROCESS_SECRET, policies=tenant_policies(config))
+        directory = data_dir / (SEMANTIC_DIR + namespace)
+        store = DiskSemanticStore(directory, config.semantic_cache.max_bytes)
+    return SemanticCache(
+        store, secret=_PROCESS_SECRET, policies=tenant_policies(config), embedder=embedder
+    )
 
 
 async def refresh_periodically(cache: SemanticCache, interval_s: Callable[[], float]) -> None:

@@ -135,6 +135,11 @@ class SemanticCache:
             self._embedder = default_embedder()
         return self._embedder
 
+    @property
+    def embedder_if_loaded(self) -> Embedder | None:
+        """The embedder without loading the default one (for closing at shutdown)."""
+        return self._embedder
+
     def policy(self, tenant: str) -> SemanticPolicy:
         return self.policies.get(tenant, self.default)
 
