@@ -151,7 +151,7 @@ class OpenAICompatibleTier:
     def _decode_json(self, raw: bytes) -> Any:
         try:
             return _decode(raw)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:  # nested too deep: also malformed
             raise UpstreamError(
                 f"upstream {self.upstream_name!r} sent malformed JSON", code="upstream_bad_response"
             ) from exc
@@ -317,7 +317,7 @@ def _chunk_logprobs(chunk: Json) -> list[TokenLogprob]:
 def _error_message(raw: bytes) -> str:
     try:
         body = _decode(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         text = raw[:200].decode("utf-8", "replace").strip()
         return text or "no details"
     if isinstance(body, dict):

@@ -210,6 +210,20 @@ def test_malformed_json_from_upstream_is_a_502_bad_response(
     assert record_of(gateway, response).status == 502
 
 
+def test_json_nested_too_deep_from_upstream_is_a_502_bad_response(
+    http: httpx.Client, upstream: MockUpstream, gateway: GatewayServer, spec: SpecValidator
+) -> None:
+    # A hostile or broken upstream: 100,000 nested arrays overflow the decoder's recursion limit.
+    deep = "[" * 100_000 + "]" * 100_000
+    upstream.enqueue(Status(200, body=deep, headers={"content-type": "application/json"}))
+
+    response = chat(http)
+
+    error = openai_error(response, 502, spec, code="upstream_bad_response")
+    assert "malformed JSON" in error["message"]
+    assert record_of(gateway, response).status == 502
+
+
 @pytest.mark.parametrize(
     "fault", [Drop(), CutStream(after_chunks=1)], ids=["drop", "body-cut-halfway"]
 )
