@@ -218,6 +218,12 @@ class Ledger(Protocol):
         ``{"cache_layer": "exact" | "answers" | "semantic"}``)."""
         ...
 
+    def handoff_reasons(
+        self, tenants: TenantSet, since: datetime | None, until: datetime | None
+    ) -> dict[str, int]:
+        """Raw records with a human-handoff signal in ``[since, until)``, counted per reason."""
+        ...
+
     def tenants(self) -> list[str]:
         """Every tenant with raw records, sorted."""
         ...
@@ -962,6 +968,28 @@ class SqliteLedger:
             params.append(_to_us(until))
         expressions = {"cache_layer": "cache_layer"}
         return self._spend(expressions, "requests", where, params, ["cache_layer"], _RAW_SUMS)
+
+    def handoff_reasons(
+        self, tenants: TenantSet, since: datetime | None, until: datetime | None
+    ) -> dict[str, int]:
+        """Raw records with a handoff signal in ``[since, until)``, per reason (most first).
+
+        Raw records only: rolled-up days (``gateway ledger prune``) keep the handoffs' total,
+        not their reasons.
+        """
+        where, params = _tenant_where(tenants)
+        where += " AND handoff IS NOT NULL"
+        if since is not None:
+            where += " AND ts_us >= ?"
+            params.append(_to_us(since))
+        if until is not None:
+            where += " AND ts_us < ?"
+            params.append(_to_us(until))
+        sql = (
+            f"SELECT handoff, COUNT(*) FROM requests WHERE {where} "
+            "GROUP BY handoff ORDER BY COUNT(*) DESC, handoff"
+        )
+        return {str(reason): int(count) for reason, count in self._read(sql, params)}
 
     def recorded_costs(self, request_ids: Sequence[str]) -> dict[str, int]:
         """``cost_micros`` of each of ``request_ids`` that has a record (for reconciliation)."""

@@ -11,8 +11,9 @@ import io
 import json
 import logging
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING, Any
@@ -379,6 +380,8 @@ class SpendReport:
     cache_layers: LayerSummary | None = None
     # The small-first cascade's outcomes and savings; None: it never ran.
     cascade: CascadeSummary | None = None
+    # Requests with a human-handoff signal, per reason (raw records; empty: none).
+    handoff_reasons: Mapping[str, int] = field(default_factory=dict)
 
 
 def build_spend_report(
@@ -440,7 +443,17 @@ def build_spend_report(
         local=local if query.tenant is not None else None,
         cache_layers=layer_summary(ledger, [t for _, t in plans], query.since, query.until),
         cascade=cascade_summary(ledger, [t for _, t in plans], query.since, query.until),
+        handoff_reasons=_handoff_reasons(ledger, [t for _, t in plans], query),
     )
+
+
+def _handoff_reasons(
+    ledger: Ledger, tenant_sets: Sequence[TenantSet], query: SpendQuery
+) -> dict[str, int]:
+    counts: Counter[str] = Counter()
+    for tenants in tenant_sets:
+        counts.update(ledger.handoff_reasons(tenants, query.since, query.until))
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 def _mostly(ledger: Ledger, tenants: TenantSet, time_share: float) -> bool:
@@ -564,6 +577,7 @@ def render_spend_json(report: SpendReport) -> str:
         ),
         "cache_layers": layers_json(report.cache_layers),
         "cascade": cascade_json(report.cascade),
+        "handoff_reasons": dict(report.handoff_reasons),
     }
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 
@@ -625,7 +639,15 @@ def render_spend_table(report: SpendReport) -> str:
         _aligned(group_by, header, body, total)
         + cascade_lines(report.cascade)
         + layers_lines(report.cache_layers)
+        + _handoff_line(report.handoff_reasons)
     )
+
+
+def _handoff_line(reasons: Mapping[str, int]) -> str:
+    """A line under the text table; empty when no request raised a handoff."""
+    if not reasons:
+        return ""
+    return "handoffs by reason: " + ", ".join(f"{r} {n}" for r, n in reasons.items()) + "\n"
 
 
 def format_usd_cents(micros: int) -> str:

@@ -22,7 +22,9 @@ import redis
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from gateway.config import ConfigError, TelemetryConfig
+from gateway.reports import SpendQuery, build_spend_report, render_spend_table
 from gateway.telemetry import Telemetry
+from gateway.timezones import TenantZones
 from tests.conftest import all_records, ledger_record
 from tests.support.gateway_server import (
     ACME_KEY,
@@ -419,6 +421,26 @@ def test_handoffs_are_counted_in_the_spend_report(
     rows = {row["tier"]: row for row in report.json()["rows"]}
     assert rows["handoff"]["handoffs"] >= 1 and rows["handoff"]["cost_micros"] == 0
     assert report.json()["total"]["handoffs"] == sum(r["handoffs"] for r in rows.values())
+    # Per reason too, from the same raw records (the reasons add up to the total).
+    reasons = report.json()["handoff_reasons"]
+    assert reasons["human_request"] >= 1
+    assert sum(reasons.values()) == report.json()["total"]["handoffs"]
+
+
+def test_the_text_report_names_the_handoff_reasons(
+    gateway: GatewayServer, upstream: MockUpstream
+) -> None:
+    chat(gateway, [{"role": "user", "content": "转人工"}], key=GLOBEX_KEY, model="auto")
+    gateway.switchboard.runtime.ledger.flush()
+
+    # What `gateway report` prints: the table, then one line per extra figure.
+    report = build_spend_report(
+        gateway.switchboard.runtime.ledger, SpendQuery(tenant="globex"), TenantZones()
+    )
+    text = render_spend_table(report)
+
+    line = next(x for x in text.splitlines() if x.startswith("handoffs by reason: "))
+    assert "human_request" in line
 
 
 def test_the_handoff_header_is_on_errors_too(
