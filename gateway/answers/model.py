@@ -72,6 +72,10 @@ class Prediction:
 # How many nearest examples vote in the calibration features (see ``calibration_features``):
 # a near and a wider neighbourhood.
 NEIGHBOURS = (10, 20)
+# The nearest examples are looked for among the examples of the few most probable intents only:
+# a wrong answer is nearly always one of them, and it is 15 times fewer cosines per match on 77
+# intents than all examples (``candidate_intents``).
+CANDIDATE_INTENTS = 5
 CALIBRATION_FEATURES = (
     "probability",
     "margin",
@@ -84,6 +88,14 @@ CALIBRATION_FEATURES = (
 )
 
 
+def candidate_intents(probs: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+    """The ``CANDIDATE_INTENTS`` most probable intents of one text, most probable first."""
+    k = min(CANDIDATE_INTENTS, len(probs))
+    top = np.argpartition(-probs, k - 1)[:k]
+    ordered: npt.NDArray[np.int64] = top[np.argsort(-probs[top], kind="stable")]
+    return ordered
+
+
 def calibration_features(
     probs: npt.NDArray[np.float64],
     vector_probs: npt.NDArray[np.float64],
@@ -94,8 +106,9 @@ def calibration_features(
     (``CALIBRATION_FEATURES``): its probability, the margin and log-odds to the runner-up, the
     probability a model of the sentence vector alone gives it, the cosine to its nearest example,
     how much nearer an example of another intent is, and the share of the 10 and of the 20 nearest
-    examples that have it (``NEIGHBOURS``). Training (cross-validated) and serving call this one
-    function."""
+    examples that have it (``NEIGHBOURS``). ``sims`` and ``example_labels`` are those of the
+    examples of the text's :func:`candidate_intents`. Training (cross-validated) and serving call
+    this one function."""
     n = probs.shape[0]
     rows = np.arange(n)
     order = np.argsort(-probs, axis=1)
@@ -208,11 +221,6 @@ class IntentModel:
         self.coef_vector_only = coef_vector_only
         self.intercept_vector_only = intercept_vector_only
         self.calibrator = calibrator
-        self.example_labels = (
-            None
-            if class_offsets is None
-            else np.repeat(np.arange(len(classes), dtype=np.int64), np.diff(class_offsets))
-        )
 
     @property
     def embedder(self) -> Embedder:
@@ -270,21 +278,19 @@ class IntentModel:
         second = int(order[1]) if len(order) > 1 else None
         probability = float(probs[best])
         examples, offsets = self.example_vectors, self.class_offsets
-        all_sims = (
-            np.einsum("ij,j->i", examples, vector)
-            if vector is not None and examples is not None and offsets is not None
-            else None
-        )
+        # Cosines to the examples of the most probable intents (the best one first).
+        blocks: list[tuple[int, npt.NDArray[np.float32]]] = []
+        if vector is not None and examples is not None and offsets is not None:
+            for intent in candidate_intents(probs):
+                rows = examples[offsets[intent] : offsets[intent + 1]]
+                blocks.append((int(intent), np.einsum("ij,j->i", rows, vector)))
         confidence = probability
         vector_probs = self.vector_probabilities(vector)
-        if (
-            self.calibrator is not None
-            and vector_probs is not None
-            and all_sims is not None
-            and self.example_labels is not None
-        ):
+        if self.calibrator is not None and vector_probs is not None and blocks:
+            sims_all = np.concatenate([b for _, b in blocks])
+            labels = np.concatenate([np.full(len(b), i, dtype=np.int64) for i, b in blocks])
             features = calibration_features(
-                probs[None, :], vector_probs[None, :], all_sims[None, :], self.example_labels
+                probs[None, :], vector_probs[None, :], sims_all[None, :], labels
             )
             confidence = float(self.calibrator.confidence(features)[0])
         refused = None
@@ -293,8 +299,8 @@ class IntentModel:
         elif confidence < self.threshold:
             refused = "below threshold"
         support = None
-        if all_sims is not None and offsets is not None:
-            sims = all_sims[offsets[best] : offsets[best + 1]]
+        if blocks and offsets is not None:
+            sims = blocks[0][1]
             nearest = int(sims.argmax()) if len(sims) else -1
             support = float(sims[nearest]) if len(sims) else 0.0
             if refused is None and self.support_floor is not None and support < self.support_floor:

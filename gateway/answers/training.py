@@ -37,6 +37,7 @@ from gateway.answers.model import (
     Calibrator,
     IntentModel,
     calibration_features,
+    candidate_intents,
 )
 from gateway.cache.semantic.guards import polarity
 from gateway.embedder import Embedder, default_embedder
@@ -228,12 +229,17 @@ def train(
         probs = _predict(vectoriser, classifier, [texts[j] for j in held_idx], vectors[held_idx])
         classes_ = list(classifier.classes_)
         fold_labels = np.array([classes_.index(c) for c in labels[fit_idx]], dtype=np.int64)
-        features[held_idx] = calibration_features(
-            probs,
-            vector_only.predict_proba(vectors[held_idx]),
-            vectors[held_idx] @ vectors[fit_idx].T,
-            fold_labels,
-        )
+        vector_probs = vector_only.predict_proba(vectors[held_idx])
+        sims = vectors[held_idx] @ vectors[fit_idx].T
+        for row, j in enumerate(held_idx):
+            # As served: only the examples of the text's most probable intents.
+            near = np.isin(fold_labels, candidate_intents(probs[row]))
+            features[j] = calibration_features(
+                probs[row : row + 1],
+                vector_probs[row : row + 1],
+                sims[row : row + 1, near],
+                fold_labels[near],
+            )[0]
         correct[held_idx] = classifier.classes_[probs.argmax(axis=1)] == labels[held_idx]
         report("cv", i, folds)
     calibrator, confidence = _fit_calibrator(features, correct, folds)

@@ -15,6 +15,7 @@ from gateway.answers.model import (
     IntentModel,
     ModelFileError,
     calibration_features,
+    candidate_intents,
 )
 from gateway.answers.training import _fit_calibrator
 
@@ -80,3 +81,9 @@ def test_a_calibrator_for_other_features_is_refused(example_model: Path, tmp_pat
         np.savez_compressed(fh, **arrays)
     with pytest.raises(ModelFileError, match="calibrator.*retrain"):
         IntentModel.load(path)
+
+
+def test_neighbours_are_looked_for_among_the_most_probable_intents() -> None:
+    probs = np.array([0.05, 0.4, 0.02, 0.3, 0.1, 0.08, 0.04])
+    assert list(candidate_intents(probs)) == [1, 3, 4, 5, 0]
+    assert list(candidate_intents(np.array([0.3, 0.7]))) == [1, 0]
