@@ -18,6 +18,9 @@ weights from a seeded generator:
     400      max_tokens: -1                           -> 400 invalid request   (recorded)
     503      an embeddings request; its upstream's port is closed -> 503     (recorded)
     401      a wrong API key                          -> 401, nobody to bill (not recorded)
+    limited  a unique question from tenant ``limited``, whose per-tenant rate limit
+             (``--limited-rpm``, default 120 per minute) is below what this kind offers
+             (about 156 per minute at the defaults) -> 200, or 429 with retry-after
 
 Requests start on a fixed schedule (``--rate`` per second) whatever the answers' latency, up
 to ``--max-in-flight`` at once. The gateway's RSS is sampled every 5 s. At the end the gateway
@@ -27,7 +30,10 @@ gets SIGTERM (it drains and flushes the ledger), then the script checks and prin
 - memory flat: the median RSS of the last fifth of the run within 10 % of the median of the
   second fifth (the first fifth is warm-up: caches, tokenizers and pools fill);
 - the ledger holds exactly one record per answered authenticated request (ids compared);
-- the budget counters' settled total equals the ledger's cost sum for the tenant.
+- the budget counters' settled total equals the ledger's cost sum for the tenant;
+- the rate limit held: in every fixed minute window (the gateway's windows are aligned to the
+  epoch) the ledger holds at most ``--limited-rpm`` answered requests of tenant ``limited``, and
+  the limit was reached (some 429s), so the check was not vacuous.
 
 Exit status 0 when all hold, 1 otherwise. A JSON summary goes to
 ``bench/results/soak-<timestamp>.json``. Everything started is stopped again.
@@ -59,6 +65,7 @@ import openai
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "sk-soak-0123456789abcdef"
+LIMITED_KEY = "sk-soak-limited-0123456789"
 WRONG_KEY = "sk-soak-wrong-0123456789"
 PREFIX = f"soak-{os.getpid()}:"
 
@@ -108,6 +115,10 @@ tenants:
     timezone: UTC
     budget: {{ daily_limit: 1000000 }}
     rate_limits: {{ per_tenant: {{ requests_per_minute: 1000000 }} }}
+  limited:
+    keys: [{{ env: SOAK_LIMITED_KEY }}]
+    timezone: UTC
+    rate_limits: {{ per_tenant: {{ requests_per_minute: {limited_rpm} }} }}
 cache:
   enabled: true
   admit_after: 1
@@ -124,6 +135,7 @@ KINDS: dict[str, tuple[int, int]] = {  # kind: (weight, expected status)
     "400": (4, 400),
     "503": (4, 503),
     "401": (3, 401),
+    "limited": (15, 200),  # or 429: see ``one``
 }
 REPEATED = [f"How do I track order number batch {i}?" for i in range(20)]
 
@@ -133,6 +145,7 @@ class Tally:
     statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
     unexpected: list[str] = field(default_factory=list)
     answered_ids: list[str] = field(default_factory=list)  # authenticated and complete
+    limited_ids: list[str] = field(default_factory=list)  # tenant `limited`: 200s and 429s
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     late_starts: int = 0
 
@@ -179,12 +192,17 @@ def wait_http(
 
 
 async def one(
-    kind: str, n: int, client: openai.AsyncOpenAI, wrong: openai.AsyncOpenAI, tally: Tally
+    kind: str,
+    n: int,
+    client: openai.AsyncOpenAI,
+    wrong: openai.AsyncOpenAI,
+    limited: openai.AsyncOpenAI,
+    tally: Tally,
 ) -> None:
     expected = KINDS[kind][1]
     model = "auto"
     extra: dict[str, Any] = {}
-    use = client
+    use = limited if kind == "limited" else client
     if kind == "cache":
         text = REPEATED[n % len(REPEATED)]
     elif kind == "large":
@@ -231,6 +249,11 @@ async def one(
     except openai.APIStatusError as exc:
         status = exc.status_code
         request_id = exc.response.headers.get("x-switchboard-request-id")
+        if kind == "limited" and status == 429:
+            if "retry-after" not in exc.response.headers:
+                tally.unexpected.append(f"limited #{n}: 429 without retry-after")
+                return
+            expected = 429
     except Exception as exc:  # noqa: BLE001 - every failure is a finding, counted and named
         tally.unexpected.append(f"{kind} #{n}: {type(exc).__name__}: {exc}")
         return
@@ -243,7 +266,7 @@ async def one(
         if request_id is None:
             tally.unexpected.append(f"{kind} #{n}: no x-switchboard-request-id")
             return
-        tally.answered_ids.append(request_id)
+        (tally.limited_ids if kind == "limited" else tally.answered_ids).append(request_id)
 
 
 async def drive(
@@ -262,6 +285,7 @@ async def drive(
         http_client=httpx.AsyncClient(limits=limits),
     )
     wrong = openai.AsyncOpenAI(base_url=base_url, api_key=WRONG_KEY, max_retries=0, timeout=60)
+    limited = openai.AsyncOpenAI(base_url=base_url, api_key=LIMITED_KEY, max_retries=0, timeout=60)
     gate = asyncio.Semaphore(max_in_flight)
     tasks: set[asyncio.Task[None]] = set()
     samples: list[tuple[float, int]] = []
@@ -271,7 +295,7 @@ async def drive(
 
     async def run(kind: str, n: int) -> None:
         try:
-            await one(kind, n, client, wrong, tally)
+            await one(kind, n, client, wrong, limited, tally)
         finally:
             gate.release()
 
@@ -296,15 +320,25 @@ async def drive(
     cpu_used = cpu_s(pid) - cpu_start
     await client.close()
     await wrong.close()
+    await limited.close()
     return tally, samples, cpu_used
 
 
-def ledger_rows(data_dir: Path) -> list[tuple[str, str, int]]:
+def ledger_rows(data_dir: Path) -> list[tuple[str, str, int, int, int]]:
+    """(request_id, tenant, cost_micros, ts_us, status) of every record."""
     conn = sqlite3.connect(data_dir / "ledger.sqlite3")
     try:
-        return conn.execute("SELECT request_id, tenant, cost_micros FROM requests").fetchall()
+        return conn.execute(
+            "SELECT request_id, tenant, cost_micros, ts_us, status FROM requests"
+        ).fetchall()
     finally:
         conn.close()
+
+
+def answered_per_minute(rows: list[tuple[str, str, int, int, int]], tenant: str) -> list[int]:
+    """Answered (200) records of ``tenant`` per epoch-aligned minute, the busiest first."""
+    per_minute = Counter(r[3] // 60_000_000 for r in rows if r[1] == tenant and r[4] == 200)
+    return sorted(per_minute.values(), reverse=True)
 
 
 def settled_total(state: str, data_dir: Path, redis_url: str) -> tuple[int, int]:
@@ -351,6 +385,9 @@ def main() -> int:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--delay-ms", type=float, default=20.0, help="mock think time (20)")
     parser.add_argument("--seed", type=int, default=9)
+    parser.add_argument(
+        "--limited-rpm", type=int, default=120, help="tenant `limited`'s requests per minute"
+    )
     parser.add_argument("--python", default=str(REPO / ".venv" / "bin" / "python"))
     parser.add_argument("--out-dir", default=str(REPO / "bench" / "results"))
     args = parser.parse_args()
@@ -377,12 +414,14 @@ def main() -> int:
                 prefix=PREFIX,
                 mock=mock_url,
                 dead_port=free_port(),
+                limited_rpm=args.limited_rpm,
             ),
             "utf-8",
         )
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")},
             "SOAK_KEY": KEY,
+            "SOAK_LIMITED_KEY": LIMITED_KEY,
             "SOAK_UPSTREAM_KEY": "sk-upstream",
         }
         log_path = Path(tmp.name) / "gateway.log"
@@ -421,6 +460,9 @@ def main() -> int:
     rows = ledger_rows(data_dir)
     ledger_ids = [r[0] for r in rows if r[1] == "soak"]
     ledger_cost = sum(r[2] for r in rows if r[1] == "soak")
+    limited_ledger_ids = [r[0] for r in rows if r[1] == "limited"]
+    limited_minutes = answered_per_minute(rows, "limited")
+    refused_429 = sum(c for (k, s), c in tally.statuses.items() if k == "limited" and s == 429)
     settled, reserved = settled_total(args.state, data_dir, args.redis_url)
     early = median_between(samples, seconds * 0.2, seconds * 0.4)
     late = median_between(samples, seconds * 0.8, seconds * 1.01)
@@ -433,6 +475,12 @@ def main() -> int:
         "budget settled == ledger cost sum": settled == ledger_cost,
         "no reservation left open": reserved == 0,
         "gateway exited cleanly on SIGTERM": exit_status in (0, -signal.SIGTERM),
+        "limited tenant: ledger records == its 200s and 429s": sorted(limited_ledger_ids)
+        == sorted(tally.limited_ids),
+        f"rate limit held: at most {args.limited_rpm} answered in every minute window": all(
+            n <= args.limited_rpm for n in limited_minutes
+        ),
+        "rate limit was reached (some 429s)": refused_429 > 0,
     }
     by_kind = {
         kind: {
@@ -459,6 +507,9 @@ def main() -> int:
         "ledger_cost_micros": ledger_cost,
         "budget_settled_micros": settled,
         "budget_reserved_micros": reserved,
+        "limited_rpm": args.limited_rpm,
+        "limited_answered_per_minute": limited_minutes,
+        "limited_refused_429": refused_429,
         "rss_kib_second_fifth_median": early,
         "rss_kib_last_fifth_median": late,
         "rss_growth": round(growth, 4),
@@ -482,6 +533,10 @@ def main() -> int:
     print(
         f"ledger records {len(ledger_ids)} / answered {len(tally.answered_ids)}; "
         f"budget settled {settled} / ledger cost {ledger_cost} µUSD (reserved {reserved})"
+    )
+    print(
+        f"rate limit {args.limited_rpm}/min: answered per minute window {limited_minutes} "
+        f"(busiest first), {refused_429} refused with 429"
     )
     print(
         f"RSS {early / 1024:.1f} MiB (2nd fifth) -> {late / 1024:.1f} MiB (last fifth): "
