@@ -273,10 +273,25 @@ async def test_a_generation_past_request_timeout_fails_with_upstream_timeout() -
         assert "request_timeout_s" in caught.value.message
 
 
-async def test_a_stream_past_request_timeout_ends_with_an_upstream_error_mid_stream() -> None:
-    async with own_tier(request_timeout_s=0.5) as tier:
-        await tier.warm_up()
-        stream = await tier.stream(LONG)
+async def test_a_stream_past_request_timeout_ends_with_an_upstream_error_mid_stream(
+    tier: LlamaCppTier,
+) -> None:
+    # The timeout must fall after the first tokens and long before the 400th: a fixed 0.5 s
+    # passed no token at all on a busy 2-core machine (pytest-xdist's other worker). So measure
+    # how long 8 chunks take here and now, and allow three times that (~24 chunks' worth).
+    started = time.perf_counter()
+    probe = await tier.stream(LONG)
+    chunks = 0
+    async for _ in probe:
+        chunks += 1
+        if chunks == 8:
+            break
+    await probe.aclose()
+    timeout = max(0.5, 3 * (time.perf_counter() - started))
+
+    async with own_tier(request_timeout_s=timeout) as timed:
+        await timed.warm_up()
+        stream = await timed.stream(LONG)
         received = []
         with pytest.raises(UpstreamError) as caught:
             async for chunk in stream:
