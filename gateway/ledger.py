@@ -562,6 +562,21 @@ def _tenant_where(tenants: TenantSet) -> tuple[str, list[Any]]:
     return " AND ".join(clauses), params
 
 
+def _raw_where(
+    tenants: TenantSet, since: datetime | None, until: datetime | None, present: str
+) -> tuple[str, list[Any]]:
+    """Raw records of ``tenants`` in ``[since, until)`` whose column ``present`` is set."""
+    where, params = _tenant_where(tenants)
+    where += f" AND {present} IS NOT NULL"
+    if since is not None:
+        where += " AND ts_us >= ?"
+        params.append(_to_us(since))
+    if until is not None:
+        where += " AND ts_us < ?"
+        params.append(_to_us(until))
+    return where, params
+
+
 @dataclass(slots=True)
 class _Barrier:
     """Queued behind records; set by the writer once everything ahead of it is committed."""
@@ -958,14 +973,7 @@ class SqliteLedger:
         Raw records only: rolled-up days (``gateway ledger prune``) keep the cache hits' total,
         not their layer.
         """
-        where, params = _tenant_where(tenants)
-        where += " AND cache_layer IS NOT NULL"
-        if since is not None:
-            where += " AND ts_us >= ?"
-            params.append(_to_us(since))
-        if until is not None:
-            where += " AND ts_us < ?"
-            params.append(_to_us(until))
+        where, params = _raw_where(tenants, since, until, "cache_layer")
         expressions = {"cache_layer": "cache_layer"}
         return self._spend(expressions, "requests", where, params, ["cache_layer"], _RAW_SUMS)
 
@@ -977,14 +985,7 @@ class SqliteLedger:
         Raw records only: rolled-up days (``gateway ledger prune``) keep the handoffs' total,
         not their reasons.
         """
-        where, params = _tenant_where(tenants)
-        where += " AND handoff IS NOT NULL"
-        if since is not None:
-            where += " AND ts_us >= ?"
-            params.append(_to_us(since))
-        if until is not None:
-            where += " AND ts_us < ?"
-            params.append(_to_us(until))
+        where, params = _raw_where(tenants, since, until, "handoff")
         sql = (
             f"SELECT handoff, COUNT(*) FROM requests WHERE {where} "
             "GROUP BY handoff ORDER BY COUNT(*) DESC, handoff"
