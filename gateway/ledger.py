@@ -1,9 +1,13 @@
 """The append-only spend ledger: one record per request, aggregates for finance, named migrations.
 
 ``record()`` sits on the request hot path, so it only enqueues; one daemon writer thread commits
-batches in single transactions. ``flush()`` is the durability barrier: when it returns, everything
-recorded before the call is committed and visible to any other connection, including another
-process (a CLI ``report`` running next to the server).
+batches in single transactions. ``commit_soon()`` is the request path's way in: the records of one
+event-loop iteration are committed together on the loop itself (a short transaction costs less
+than a hop to the writer thread and back), and anything the loop cannot commit at once (the
+database is locked, the disk is full) goes to the writer thread, which waits and retries.
+``flush()`` is the durability barrier: when it returns, everything recorded before the call is
+committed and visible to any other connection, including another process (a CLI ``report``
+running next to the server).
 
 The embedded backend is SQLite in WAL mode, so readers never block the writer and several
 processes may open the same file. Failed writes are retried with backoff and logged; a batch is
@@ -14,6 +18,7 @@ never dropped unless ``close()`` gives up on it, and then it says so (log and ``
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import queue
@@ -461,6 +466,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 _BATCH_SIZE = 500
 _LINGER_S = 0.02
+# The writer checkpoints the WAL after this many commits on the loop (about 1,000 pages of WAL
+# at a record or two per commit: SQLite's own default interval).
+_CHECKPOINT_EVERY = 500
 _PAGE_SIZE = 1000
 _RETRY_FIRST_DELAY = 0.05
 _RETRY_MAX_DELAY = 5.0
@@ -585,6 +593,12 @@ class _Barrier:
     stop: bool = False
     # Called from the writer thread after ``done`` is set (``when_committed``).
     notify: Callable[[], None] | None = None
+    # Also checkpoint the WAL (the loop's connection never does: a checkpoint syncs the disk).
+    checkpoint: bool = False
+
+
+# A record committed on the loop and the future its request awaits.
+_Pending = tuple["LedgerRecord", "asyncio.Future[None]"]
 
 
 class SqliteLedger:
@@ -606,6 +620,13 @@ class SqliteLedger:
         self._failing = False
         self._reader: sqlite3.Connection | None = None
         self._reader_lock = threading.Lock()
+        # commit_soon(): records waiting for the loop's next commit (guarded by _state_lock),
+        # the loop and thread they are committed on, that thread's no-wait connection.
+        self._pending: list[_Pending] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._inline: sqlite3.Connection | None = None
+        self._inline_commits = 0
 
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -651,6 +672,7 @@ class SqliteLedger:
         Raises ``LedgerError`` if that takes longer than ``timeout`` seconds (the writer keeps
         retrying; the records stay queued).
         """
+        self._take_pending()
         done = threading.Event()
         with self._state_lock:
             if self._closed:
@@ -675,6 +697,117 @@ class SqliteLedger:
                 return
         notify()
 
+    def commit_soon(self, rec: LedgerRecord) -> asyncio.Future[None]:
+        """Record ``rec``; the returned future resolves once it is committed.
+
+        For the request path, on the event loop: every record of one loop iteration is committed
+        in one transaction on the loop, right after it (tens of µs, no thread hop). When that
+        cannot be done at once (locked by another process, a disk error, the writer already
+        retrying, another thread), the records go to the writer thread, which waits for locks
+        and retries, and the future resolves when it has committed them.
+        """
+        if rec.ts.tzinfo is None:
+            raise ValueError(f"LedgerRecord.ts must be timezone-aware, got {rec.ts.isoformat()}")
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        me = threading.get_ident()
+        with self._state_lock:
+            if self._closed:
+                raise LedgerError(
+                    f"the ledger at {self.path} is closed; cannot record {rec.request_id}"
+                )
+            if self._loop_thread is None or (
+                self._loop_thread == me and self._loop is not None and self._loop.is_closed()
+            ):
+                self._loop, self._loop_thread = loop, me
+            if self._loop is loop and self._loop_thread == me:
+                self._pending.append((rec, done))
+                if len(self._pending) == 1:
+                    loop.call_soon(self._commit_pending)
+                return done
+        self._hand_over([(rec, done)], loop)
+        return done
+
+    def _commit_pending(self) -> None:
+        """On the loop: commit what ``commit_soon`` collected, or hand it to the writer."""
+        with self._state_lock:
+            pending, self._pending = self._pending, []
+        if not pending:
+            return  # flush() or close() handed them over already
+        conn = None if self._failing else self._inline_conn()
+        if conn is not None:
+            rows = _rows([rec for rec, _ in pending], self.path)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(_INSERT, rows)
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                _rollback(conn)
+                logger.debug("ledger %s: loop commit failed, to the writer: %s", self.path, exc)
+            else:
+                for _, done in pending:
+                    if not done.done():
+                        done.set_result(None)
+                self._inline_commits += 1
+                if self._inline_commits % _CHECKPOINT_EVERY == 0:
+                    with self._state_lock:
+                        if not self._closed:
+                            self._queue.put(_Barrier(threading.Event(), checkpoint=True))
+                return
+        assert self._loop is not None
+        self._hand_over(pending, self._loop)
+
+    def _hand_over(self, pending: list[_Pending], loop: asyncio.AbstractEventLoop) -> None:
+        """Queue ``pending`` for the writer thread; resolve their futures once it committed."""
+
+        def resolve() -> None:
+            for _, done in pending:
+                if not done.done():
+                    done.set_result(None)
+
+        def notify() -> None:  # the writer thread
+            try:
+                loop.call_soon_threadsafe(resolve)
+            except RuntimeError:
+                pass  # the loop has closed: nobody waits any more
+
+        with self._state_lock:
+            if not self._closed:
+                for rec, _ in pending:
+                    self._queue.put(rec)
+                self._queue.put(_Barrier(threading.Event(), notify=notify))
+                return
+        logger.error(
+            "ledger %s closed with %d records not yet written: %s",
+            self.path,
+            len(pending),
+            ", ".join(rec.request_id for rec, _ in pending),
+        )
+        resolve()
+
+    def _take_pending(self) -> None:
+        """Hand what waits for the loop's commit to the writer (flush, close: in queue order)."""
+        with self._state_lock:
+            pending, self._pending = self._pending, []
+        if pending:
+            assert self._loop is not None
+            self._hand_over(pending, self._loop)
+
+    def _inline_conn(self) -> sqlite3.Connection | None:
+        if self._inline is None:
+            try:
+                conn = sqlite3.connect(self.path, isolation_level=None)
+                # Never wait for a lock on the loop (the writer thread waits instead), and never
+                # checkpoint there: a checkpoint syncs the disk (the writer does it, see below).
+                conn.execute("PRAGMA busy_timeout=0")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA wal_autocheckpoint=0")
+            except sqlite3.Error as exc:
+                logger.warning("ledger %s: no connection on the event loop: %s", self.path, exc)
+                return None
+            self._inline = conn
+        return self._inline
+
     @property
     def failing(self) -> bool:
         """True while a write is being retried (disk full or read-only, locked past the busy
@@ -687,6 +820,7 @@ class SqliteLedger:
         If the queue cannot be committed within ``timeout`` seconds the writer gives up, logs how
         many records were lost, and ``LedgerError`` is raised.
         """
+        self._take_pending()
         done = threading.Event()
         with self._state_lock:
             if self._closed:
@@ -704,6 +838,12 @@ class SqliteLedger:
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None
+        inline, self._inline = self._inline, None
+        if inline is not None:
+            try:
+                inline.close()
+            except sqlite3.ProgrammingError:  # opened by another thread: left to the collector
+                logger.debug("ledger %s: the loop's connection is left open", self.path)
         if not drained:
             raise LedgerError(
                 f"the ledger at {self.path} could not commit its queued records within "
@@ -751,6 +891,11 @@ class SqliteLedger:
                     self._last_error,
                 )
                 return
+            if any(b.checkpoint for b in barriers):
+                try:
+                    self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:
+                    logger.warning("ledger %s: WAL checkpoint failed: %s", self.path, exc)
             for barrier in barriers:
                 barrier.done.set()
                 if barrier.notify is not None:
@@ -760,13 +905,7 @@ class SqliteLedger:
 
     def _write(self, batch: list[LedgerRecord]) -> bool:
         """Commit ``batch`` in one transaction, retrying until it works or close() gives up."""
-        rows: list[tuple[Any, ...]] = []
-        for rec in batch:
-            try:
-                rows.append(_to_row(rec))
-            except Exception:
-                # A record that cannot be converted never will be; retrying would wedge the queue.
-                logger.exception("ledger %s: dropping unwritable record %r", self.path, rec)
+        rows = _rows(batch, self.path)
         delay = _RETRY_FIRST_DELAY
         attempt = 0
         while True:
@@ -1119,6 +1258,17 @@ def _check_group_by(group_by: Sequence[str]) -> tuple[str, ...]:
     if len(set(columns)) != len(columns):
         raise ValueError(f"group_by lists a column twice: {list(columns)}")
     return columns
+
+
+def _rows(batch: Sequence[LedgerRecord], path: Path) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = []
+    for rec in batch:
+        try:
+            rows.append(_to_row(rec))
+        except Exception:
+            # A record that cannot be converted never will be; retrying would wedge the queue.
+            logger.exception("ledger %s: dropping unwritable record %r", path, rec)
+    return rows
 
 
 def _drain(q: queue.SimpleQueue[LedgerRecord | _Barrier]) -> Iterator[LedgerRecord | _Barrier]:

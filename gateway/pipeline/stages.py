@@ -352,13 +352,16 @@ class RecordInLedger(_Stage):
             intent=ctx.intent,
             cascade=ctx.cascade.outcome if ctx.cascade else None,
         )
+        ledger = runtime.ledger
         try:
-            runtime.ledger.record(record)
+            if not isinstance(ledger, SqliteLedger):
+                ledger.record(record)
+                return
+            committed = ledger.commit_soon(record)
         except Exception:  # noqa: BLE001 - the answer is already out; never fail it over accounting
             log.exception("could not record request %s in the ledger", ctx.request_id)
             return
-        if isinstance(runtime.ledger, SqliteLedger):
-            await _committed(runtime.ledger, ctx.request_id)
+        await _committed(committed, ledger, ctx.request_id)
 
 
 # How long an answer waits for its record's commit; past it the answer goes out and the record
@@ -366,23 +369,11 @@ class RecordInLedger(_Stage):
 COMMIT_WAIT_S = 30.0
 
 
-async def _committed(ledger: SqliteLedger, request_id: str) -> None:
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-
-    def resolve() -> None:
-        if not done.done():
-            done.set_result(None)
-
-    def notify() -> None:  # the writer thread
-        try:
-            loop.call_soon_threadsafe(resolve)
-        except RuntimeError:
-            pass  # the loop has closed: nobody waits any more
-
-    ledger.when_committed(notify)
+async def _committed(
+    committed: asyncio.Future[None], ledger: SqliteLedger, request_id: str
+) -> None:
     try:
-        await asyncio.wait_for(done, COMMIT_WAIT_S)
+        await asyncio.wait_for(asyncio.shield(committed), COMMIT_WAIT_S)
     except TimeoutError:
         log.error(
             "request %s answered before its ledger record was committed (%s cannot commit for "
