@@ -1,4 +1,4 @@
-"""The budget and rate-limit stages: ``limits`` before routing, ``reserve`` after it.
+"""The budget and rate-limit stages: ``limits`` before routing, ``reserve`` right before the tier.
 
     limits   enter: rate limits per key and per tenant, requests and tokens per minute (tokens =
                     prompt tokens + output cap), counted in one atomic step; refused → 429
@@ -6,13 +6,17 @@
                     every answer of a rate-limited tenant. Then the soft limit: the spent totals
                     of the tenant's (and the end user's) limits against ``soft_limit`` →
                     a downgrade signal for the router, cache only, or a warning header.
-    reserve  enter: reservation = the most the request can cost on its route or any fallback
-                    (prompt tokens × input price + output cap × output price); above
-                    ``request_limit`` → 400; reserved atomically against every limit, or refused
-                    → 429 ``insufficient_quota`` (``hard_action: reject``) or cache only.
-             exit:  settle the reservation to ``ctx.cost_micros`` (``settle``'s exit, which runs
-                    first, computed it: errors and disconnects included), or release it when
-                    nothing was generated (a cache hit, a failed call).
+    reserve  enter, after every cache layer (an answer from a cache costs nothing, so it
+                    reserves nothing): reservation = the most the request can cost on its route
+                    or any fallback (prompt tokens × input price + output cap × output price);
+                    above ``request_limit`` → 400; reserved atomically against every limit, or
+                    refused → 429 ``insufficient_quota`` (with ``hard_action: cache_only`` too:
+                    the caches have missed by then).
+    settle_budget
+             exit, placed before ``settle`` so that it runs after ``settle``'s exit priced the
+                    answer: commit the ledger record, then settle the reservation to
+                    ``ctx.cost_micros`` (errors and disconnects included), or release it when
+                    nothing was generated (a failed call).
 
 A tenant with neither ``budget`` nor ``rate_limits`` costs a dict lookup per stage: no store call.
 The store's failures (``BudgetBackendError``) follow the tenant's ``on_backend_error``:
@@ -62,6 +66,7 @@ __all__ = [
     "RESERVATION_TTL_S",
     "EnforceLimits",
     "ReserveBudget",
+    "SettleBudget",
     "estimate_micros",
     "exceeded",
     "finish_reservation",
@@ -476,21 +481,14 @@ def exceeded(
 
 
 class ReserveBudget:
+    """``enter``: reserve what the request may cost, right before a tier is called (after every
+    cache layer: an answer from a cache costs nothing and reserves nothing). ``SettleBudget``,
+    earlier in the list, settles it on the way out."""
+
     name = "reserve"
 
-    def __init__(
-        self,
-        store_of: StoreOf,
-        *,
-        before_settle: Callable[[RequestContext], Awaitable[None]] | None = None,
-    ) -> None:
+    def __init__(self, store_of: StoreOf) -> None:
         self._store_of = store_of
-        # The ledger record is committed before the counters move, so after a kill -9 a
-        # counter never holds spend the ledger lacks (gateway.reconcile repairs the other
-        # way round at the next start).
-        self._before_settle = before_settle
-        # Settles that failed and are being retried (kept so they are not garbage-collected).
-        self._retries: set[asyncio.Task[None]] = set()
 
     async def enter(self, ctx: RequestContext) -> None:
         assert ctx.tenant is not None and ctx.request is not None and ctx.decision is not None
@@ -558,33 +556,7 @@ class ReserveBudget:
                 )
 
     async def exit(self, ctx: RequestContext) -> None:
-        reservation = ctx.reservation
-        if reservation is None:
-            return
-        ctx.reservation = None
-        store = self._store_of()
-        if store is None:
-            return
-        if self._before_settle is not None:
-            try:
-                await self._before_settle(ctx)
-            except Exception:  # noqa: BLE001 - a ledger bug must not leave the budget unsettled
-                log.exception("request %s: recording before the settle failed", ctx.request_id)
-        # What was generated, also for a failed or abandoned answer; nothing: give it back.
-        amount = ctx.cost_micros
-        try:
-            await finish_reservation(store, reservation, amount)
-        except BudgetBackendError as exc:
-            # Retried in the background, so the answer does not wait for the store to recover.
-            log.warning(
-                "request %s: could not settle its budget reservation (%s); retrying in the "
-                "background",
-                ctx.request_id,
-                exc,
-            )
-            task = asyncio.create_task(_finish_later(store, reservation, amount, ctx.request_id))
-            self._retries.add(task)
-            task.add_done_callback(self._retries.discard)
+        return None  # SettleBudget settles: it runs after `settle` priced the answer
 
     @staticmethod
     def _drop_dearer_fallbacks(ctx: RequestContext, estimates: dict[str, int], why: str) -> None:
@@ -625,3 +597,57 @@ class ReserveBudget:
             param="max_tokens",
             code="request_over_budget_limit",
         )
+
+
+class SettleBudget:
+    """``exit``: commit the ledger record, then settle the reservation ``reserve`` made to the
+    request's cost (``ctx.cost_micros``, which the ``settle`` stage's exit computed: it is later
+    in the list, so its exit runs first), or release it when nothing was generated."""
+
+    name = "settle_budget"
+
+    def __init__(
+        self,
+        store_of: StoreOf,
+        *,
+        before_settle: Callable[[RequestContext], Awaitable[None]] | None = None,
+    ) -> None:
+        self._store_of = store_of
+        # The ledger record is committed before the counters move, so after a kill -9 a
+        # counter never holds spend the ledger lacks (gateway.reconcile repairs the other
+        # way round at the next start).
+        self._before_settle = before_settle
+        # Settles that failed and are being retried (kept so they are not garbage-collected).
+        self._retries: set[asyncio.Task[None]] = set()
+
+    async def enter(self, ctx: RequestContext) -> None:
+        return None
+
+    async def exit(self, ctx: RequestContext) -> None:
+        reservation = ctx.reservation
+        if reservation is None:
+            return
+        ctx.reservation = None
+        store = self._store_of()
+        if store is None:
+            return
+        if self._before_settle is not None:
+            try:
+                await self._before_settle(ctx)
+            except Exception:  # noqa: BLE001 - a ledger bug must not leave the budget unsettled
+                log.exception("request %s: recording before the settle failed", ctx.request_id)
+        # What was generated, also for a failed or abandoned answer; nothing: give it back.
+        amount = ctx.cost_micros
+        try:
+            await finish_reservation(store, reservation, amount)
+        except BudgetBackendError as exc:
+            # Retried in the background, so the answer does not wait for the store to recover.
+            log.warning(
+                "request %s: could not settle its budget reservation (%s); retrying in the "
+                "background",
+                ctx.request_id,
+                exc,
+            )
+            task = asyncio.create_task(_finish_later(store, reservation, amount, ctx.request_id))
+            self._retries.add(task)
+            task.add_done_callback(self._retries.discard)

@@ -58,6 +58,7 @@ from gateway.pipeline.answers import AnswersStage
 from gateway.pipeline.budget import (
     EnforceLimits,
     ReserveBudget,
+    SettleBudget,
     output_cap,
     requested_output_cap,
 )
@@ -421,8 +422,9 @@ def default_stages(
         # which stores the answer masked.
         MaskStage(),
         Route(),
-        # Before settle: exits run in reverse, so settle prices the answer before it is settled.
-        ReserveBudget(budget_store, before_settle=ledger.record),
+        # Before settle: exits run in reverse, so settle prices the answer before the budget
+        # reservation is settled to it.
+        SettleBudget(budget_store, before_settle=ledger.record),
         Settle(),
         # After routing (which checks the tenant may use the model) and before any tier.
         *([CacheStage(cache_store)] if cache_store is not None else []),
@@ -430,5 +432,7 @@ def default_stages(
         # people decided what they say, the semantic cache only repeats a model.
         AnswersStage(),
         SemanticStage(semantic_cache),
+        # Last before the tier: a cached or approved answer costs nothing and reserves nothing.
+        ReserveBudget(budget_store),
         CallTier(),
     ]

@@ -211,7 +211,7 @@ def test_at_a_cache_only_hard_limit_hits_cost_nothing_and_misses_get_429(
     hit_past_limit = ask(gateway, "hardcache", text, max_tokens=6)
 
     assert first.status_code == other.status_code == 200
-    # A hit's reservation is released: the counters hold the first answer's cost only.
+    # A hit reserves nothing: the counters hold the first answer's cost only.
     assert hit_within_budget.headers["x-switchboard-route"] == "cache"
     assert spent_after_hit == 680
     assert refused.status_code == 429
@@ -222,7 +222,9 @@ def test_at_a_cache_only_hard_limit_hits_cost_nothing_and_misses_get_429(
         200,
         "cache",
     )
-    assert "hard limit" in hit_past_limit.headers["x-switchboard-budget-warning"]
+    # A hit is answered before the budget is consulted: nothing reserved, so no warning either.
+    assert "x-switchboard-budget-warning" not in hit_past_limit.headers
+    assert "hard limit" in refused.headers["x-switchboard-budget-warning"]
     hit = ledger_record(gateway, hit_past_limit.headers["x-switchboard-request-id"])
     assert (hit.cost_micros, hit.cache_hit) == (0, True)
     spent, settled = store_totals(gateway, today("hardcache"))
