@@ -251,45 +251,45 @@ class SqliteBudgetStore:
     ) -> ReserveResult:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            found = conn.execute(
-                "SELECT 1 FROM budget_reservations WHERE id = ?", (reservation_id,)
-            ).fetchone()
-            if found is not None:
-                raise DuplicateReservation(
-                    f"reservation {reservation_id!r} exists; use a fresh id (the request id)"
-                )
             states: list[ScopeState] = []
             for scope in scopes:
                 keep_until = scope.expires_at + int(self._retention_s) if scope.expires_at else 0
-                conn.execute(
-                    "INSERT INTO budget_counters (key, expires_at) VALUES (?, ?) "
-                    "ON CONFLICT (key) DO UPDATE SET expires_at = MAX(expires_at, "
-                    "excluded.expires_at)",
-                    (scope.key, keep_until),
-                )
                 limit = scope.limit_micros
+                # One statement per scope: create the counter or charge it, only while the sum
+                # stays within the limit (no row comes back when it would not).
                 row = conn.execute(
-                    "UPDATE budget_counters SET reserved = reserved + ?1 "
-                    "WHERE key = ?2 AND (?3 IS NULL OR settled + reserved + ?1 <= ?3) "
+                    "INSERT INTO budget_counters (key, reserved, expires_at) VALUES (?1, ?2, ?3) "
+                    "ON CONFLICT (key) DO UPDATE SET reserved = reserved + ?2, "
+                    "expires_at = MAX(expires_at, ?3) "
+                    "WHERE ?4 IS NULL OR settled + reserved + ?2 <= ?4 "
                     "RETURNING settled + reserved",
-                    (amount, scope.key, limit),
+                    (scope.key, amount, keep_until, limit),
                 ).fetchone()
                 if row is None:
                     (spent,) = conn.execute(
                         "SELECT settled + reserved FROM budget_counters WHERE key = ?",
                         (scope.key,),
                     ).fetchone()
-                    conn.execute("ROLLBACK")
-                    blocked = ScopeState(scope, int(spent))
-                    # The earlier scopes' charges were rolled back: report them without it.
-                    before = [ScopeState(s.scope, s.spent_micros - amount) for s in states]
-                    return ReserveResult(ok=False, scopes=(*before, blocked), blocked=blocked)
-                states.append(ScopeState(scope, int(row[0])))
-            conn.execute(
-                "INSERT INTO budget_reservations (id, amount, scopes, state, expires_at) "
-                "VALUES (?, ?, ?, 'open', ?)",
-                (reservation_id, amount, json.dumps([s.key for s in scopes]), expires_at),
-            )
+                elif limit is not None and row[0] > limit:
+                    spent = int(row[0]) - amount  # a new counter: the amount alone is too much
+                else:
+                    states.append(ScopeState(scope, int(row[0])))
+                    continue
+                conn.execute("ROLLBACK")
+                blocked = ScopeState(scope, int(spent))
+                # The earlier scopes' charges were rolled back: report them without it.
+                before = [ScopeState(s.scope, s.spent_micros - amount) for s in states]
+                return ReserveResult(ok=False, scopes=(*before, blocked), blocked=blocked)
+            try:
+                conn.execute(
+                    "INSERT INTO budget_reservations (id, amount, scopes, state, expires_at) "
+                    "VALUES (?, ?, ?, 'open', ?)",
+                    (reservation_id, amount, json.dumps([s.key for s in scopes]), expires_at),
+                )
+            except sqlite3.IntegrityError:
+                raise DuplicateReservation(
+                    f"reservation {reservation_id!r} exists; use a fresh id (the request id)"
+                ) from None
             conn.execute("COMMIT")
             return ReserveResult(ok=True, scopes=tuple(states))
         except BaseException:
@@ -307,21 +307,19 @@ class SqliteBudgetStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             row = conn.execute(
-                "SELECT amount, scopes FROM budget_reservations WHERE id = ?", (reservation_id,)
+                "DELETE FROM budget_reservations WHERE id = ? RETURNING amount, scopes",
+                (reservation_id,),
             ).fetchone()
             if row is None:
                 conn.execute("COMMIT")
                 return False
             amount, scopes = int(row[0]), json.loads(row[1])
-            for key in scopes:
-                # An upsert: an expired reservation's counter may have been dropped meanwhile.
-                conn.execute(
-                    "INSERT INTO budget_counters (key, settled, reserved) VALUES (?1, ?2, 0) "
-                    "ON CONFLICT (key) DO UPDATE SET settled = settled + ?2, "
-                    "reserved = reserved - ?3",
-                    (key, actual, amount),
-                )
-            conn.execute("DELETE FROM budget_reservations WHERE id = ?", (reservation_id,))
+            # An upsert: an expired reservation's counter may have been dropped meanwhile.
+            conn.executemany(
+                "INSERT INTO budget_counters (key, settled, reserved) VALUES (?1, ?2, 0) "
+                "ON CONFLICT (key) DO UPDATE SET settled = settled + ?2, reserved = reserved - ?3",
+                [(key, actual, amount) for key in scopes],
+            )
             conn.execute("COMMIT")
             return True
         except BaseException:
@@ -424,24 +422,24 @@ class SqliteBudgetStore:
         windows = [window_bounds(now, h.window_s) for h in hits]
         conn.execute("BEGIN IMMEDIATE")
         try:
+            # Count each hit in one statement (a new window starts from this hit), then keep
+            # the transaction only if every counter stayed within its limit.
             used: list[int] = []
-            for hit, (index, _) in zip(hits, windows, strict=True):
-                row = conn.execute(
-                    "SELECT window, used FROM rate_windows WHERE key = ?", (hit.counter_key,)
+            for hit, (index, reset_s) in zip(hits, windows, strict=True):
+                (after,) = conn.execute(
+                    "INSERT INTO rate_windows (key, window, used, expires_at) "
+                    "VALUES (?1, ?2, ?3, ?4) ON CONFLICT (key) DO UPDATE SET "
+                    "used = CASE WHEN window = ?2 THEN used + ?3 ELSE ?3 END, "
+                    "window = ?2, expires_at = ?4 RETURNING used",
+                    (hit.counter_key, index, hit.amount, now + reset_s),
                 ).fetchone()
-                used.append(int(row[1]) if row is not None and row[0] == index else 0)
-            fits = [u + h.amount <= h.limit for u, h in zip(used, hits, strict=True)]
+                used.append(int(after))
+            fits = [u <= h.limit for u, h in zip(used, hits, strict=True)]
             if all(fits):
-                for i, (hit, (index, reset_s)) in enumerate(zip(hits, windows, strict=True)):
-                    used[i] += hit.amount
-                    conn.execute(
-                        "INSERT INTO rate_windows (key, window, used, expires_at) "
-                        "VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
-                        "window = excluded.window, used = excluded.used, "
-                        "expires_at = excluded.expires_at",
-                        (hit.counter_key, index, used[i], now + reset_s),
-                    )
-            conn.execute("COMMIT")
+                conn.execute("COMMIT")
+            else:
+                conn.execute("ROLLBACK")  # a refused hit counts nothing, in any window
+                used = [u - h.amount for u, h in zip(used, hits, strict=True)]
         except BaseException:
             _rollback(conn)
             raise
