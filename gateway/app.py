@@ -27,7 +27,6 @@ from gateway.api.reports import REPORT_ROUTES
 from gateway.api.routing import ROUTING_ROUTES
 from gateway.cache import build_cache_store
 from gateway.config import LoadedConfig, load_config
-from gateway.embedder import default_embedder
 from gateway.errors import GatewayError
 from gateway.feedback import FeedbackStore
 from gateway.ledger import Ledger, SqliteLedger
@@ -80,6 +79,10 @@ def build_switchboard(
     for model in ("gpt-4", "gpt-4o"):
         runtime.tokens.count_text("warm up", model)
     if needs_embedder(loaded.config):
+        # Imported here, not at module level: the embedder imports numpy (~15 MiB of resident
+        # memory), and a config whose tenants use neither layer never embeds.
+        from gateway.embedder import default_embedder
+
         default_embedder()  # approved answers and the semantic cache embed text (~0.2 s to load)
     if telemetry is None:
         cfg = loaded.config.telemetry
@@ -90,9 +93,7 @@ def build_switchboard(
         runtime,
         telemetry=telemetry,
         cache_store=build_cache_store(loaded.config, settings.data_dir),
-        feedback=(
-            FeedbackStore(the_ledger.path) if isinstance(the_ledger, SqliteLedger) else None
-        ),
+        feedback=(FeedbackStore(the_ledger.path) if isinstance(the_ledger, SqliteLedger) else None),
         # Once per process, kept across config reloads (state and redis are bound at start).
         budget_store=build_budget_store(loaded.config, settings.data_dir),
         semantic_cache=build_semantic_cache(

@@ -133,9 +133,7 @@ def _parser(*, extensions: bool = True) -> argparse.ArgumentParser:
         default="redis://127.0.0.1:6379/0",
         help="the gateways' redis.url (default redis://127.0.0.1:6379/0)",
     )
-    pull.add_argument(
-        "--key-prefix", default="switchboard:", help="the gateways' redis.key_prefix"
-    )
+    pull.add_argument("--key-prefix", default="switchboard:", help="the gateways' redis.key_prefix")
     pull.add_argument(
         "--keep", action="store_true", help="leave the stored records in the stream (no trim)"
     )
@@ -296,9 +294,7 @@ def _report(args: argparse.Namespace) -> int:
         ledger = SqliteLedger(path)
         try:
             if args.html:
-                page = build_html_report(
-                    ledger, args.tenant, since, until, zones, budgets=budgets
-                )
+                page = build_html_report(ledger, args.tenant, since, until, zones, budgets=budgets)
             else:
                 report = build_spend_report(
                     ledger, query, zones, budgets=budgets, local=_cli_currency(args)
@@ -516,7 +512,7 @@ def _config_check(path: Path) -> int:
     return 0
 
 
-def _answer_layers(config: GatewayConfig, answers: ApprovedAnswers) -> list[str]:
+def _answer_layers(config: GatewayConfig, answers: ApprovedAnswers | None) -> list[str]:
     """Per tenant: its approved answers (intents, stale model) and semantic cache threshold."""
     from gateway.pipeline.semantic import tenant_policies
 
@@ -524,7 +520,7 @@ def _answer_layers(config: GatewayConfig, answers: ApprovedAnswers) -> list[str]
     out = []
     for name in config.tenants:
         on = []
-        loaded = answers.tenant(name) if config.answers.enabled else None
+        loaded = answers.tenant(name) if answers is not None and config.answers.enabled else None
         if loaded is not None:
             stale = ", model stale: retrain it" if loaded.stale else ""
             on.append(f"answers: {len(loaded.answers.intents)} intents{stale}")

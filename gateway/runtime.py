@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from gateway.answers.matcher import ApprovedAnswers
 from gateway.config import (
     ConfigError,
     GatewayConfig,
@@ -30,6 +30,11 @@ from gateway.tiers.base import Tier
 from gateway.tiers.openai_compatible import OpenAICompatibleTier
 from gateway.tokens import TokenCounter
 
+if TYPE_CHECKING:
+    # Not at run time: the matcher imports numpy (~15 MiB of resident memory), which a gateway
+    # whose tenants use no approved answers never needs (build_answer_layers imports it).
+    from gateway.answers.matcher import ApprovedAnswers
+
 
 @dataclass(frozen=True, slots=True)
 class Runtime:
@@ -46,8 +51,9 @@ class Runtime:
     health: TierHealth = field(default_factory=TierHealth)
     # Per tenant that masks personal values (safety.masking.enabled): its masker.
     masking: Mapping[str, TenantMasking] = field(default_factory=dict)
-    # Per tenant with `answers`: its approved answers and their matcher.
-    answers: ApprovedAnswers = field(default_factory=ApprovedAnswers)
+    # Per tenant with `answers`: its approved answers and their matcher; None when no tenant
+    # has `answers` (the matcher and numpy are then never imported).
+    answers: ApprovedAnswers | None = None
     # Per tenant with a semantic-cache `secret_env`: the key of its entity hashes.
     semantic_secrets: Mapping[str, bytes] = field(default_factory=dict)
 
@@ -176,20 +182,28 @@ def build_runtime(
 
 def build_answer_layers(
     loaded: LoadedConfig, env: Mapping[str, str]
-) -> tuple[ApprovedAnswers, dict[str, bytes]]:
-    """The tenants' approved answers (their models read now) and semantic-cache keys; raises
-    ``ConfigError`` naming the tenant's key and the fix."""
-    from gateway.answers.loading import AnswersConfigError, load_approved_answers
+) -> tuple[ApprovedAnswers | None, dict[str, bytes]]:
+    """The tenants' approved answers (their models read now; None when no tenant has
+    ``answers``) and semantic-cache keys; raises ``ConfigError`` naming the tenant's key and the
+    fix."""
     from gateway.pipeline.semantic import tenant_secrets
 
     config = loaded.config
+    opted_in = {t: tc.answers for t, tc in config.tenants.items() if tc.answers is not None}
+    answers: ApprovedAnswers | None = None
+    if opted_in:
+        # Imported here, not at module level: the matcher and its model import numpy (~15 MiB
+        # of resident memory), and most configs give no tenant approved answers.
+        from gateway.answers.loading import AnswersConfigError, load_approved_answers
+
+        try:
+            answers = load_approved_answers(opted_in)
+        except AnswersConfigError as exc:
+            raise ConfigError(f"{loaded.source}: {exc.field}: {exc}") from None
+        except ValueError as exc:
+            raise ConfigError(f"{loaded.source}: {exc}") from None
     try:
-        answers = load_approved_answers(
-            {t: tc.answers for t, tc in config.tenants.items() if tc.answers is not None}
-        )
         secrets = tenant_secrets(config, env)
-    except AnswersConfigError as exc:
-        raise ConfigError(f"{loaded.source}: {exc.field}: {exc}") from None
     except ValueError as exc:  # a named semantic-cache secret is not set
         raise ConfigError(f"{loaded.source}: {exc}") from None
     return answers, secrets

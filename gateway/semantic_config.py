@@ -17,6 +17,11 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 Share = Annotated[float, Meta(ge=0.0, le=1.0)]
 
+# Entries per page of ``GET /admin/cache/{tenant}/semantic`` (``gateway.cache.semantic.admin``).
+# Here so the HTTP layer checks it without importing the cache (numpy, ~15 MiB of resident
+# memory) in a gateway whose tenants do not use the semantic cache.
+MAX_ADMIN_PAGE = 500
+
 
 class SemanticCacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """``semantic_cache:``. ``enabled`` switches it off for every tenant; ``threshold`` ...

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 import anyio
 
 from gateway.budget import BudgetStore, RedisBudgetStore, SqliteBudgetStore, reap_periodically
-from gateway.cache.semantic import SemanticCache
 from gateway.cache.stage import CacheStage
 from gateway.cache.store import CacheStore
 from gateway.config import GatewayConfig
@@ -37,6 +36,8 @@ from gateway.settings import BUDGET_FILE
 from gateway.telemetry import ObserveStage, Telemetry
 
 if TYPE_CHECKING:
+    # Only an annotation here: the semantic cache imports numpy (~15 MiB of resident memory).
+    from gateway.cache.semantic import SemanticCache
     from gateway.reload import ConfigReloader
 
 log = logging.getLogger("gateway")

@@ -27,9 +27,9 @@ from msgspec import Meta
 from gateway.answers.file import AnswersFileError
 from gateway.answers.promote import promote_answer, promote_example
 from gateway.api.handlers import AnyRequest, body_reader, request_headers, switchboard_of
-from gateway.cache.semantic.admin import MAX_PAGE, list_entries
 from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest
 from gateway.pipeline.stages import presented_key
+from gateway.semantic_config import MAX_ADMIN_PAGE as MAX_PAGE
 from gateway.service import Switchboard
 
 __all__ = ["CACHE_ADMIN_ROUTES"]
@@ -87,6 +87,10 @@ async def semantic_entries(request: AnyRequest, tenant: FromPath[str]) -> Respon
     if cache is None:
         empty = {"object": "list", "tenant": tenant, "total": 0, "offset": offset}
         return _json({**empty, "limit": limit, "has_more": False, "data": []})
+    # Imported here, not at module level: the semantic cache package imports numpy (~15 MiB of
+    # resident memory) and no tenant may use it; with a cache open it is loaded already.
+    from gateway.cache.semantic.admin import list_entries
+
     page = await anyio.to_thread.run_sync(
         lambda: list_entries(cache, tenant, offset=offset, limit=limit)
     )

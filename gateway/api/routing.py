@@ -16,7 +16,6 @@ from gateway.api.handlers import (
     switchboard_of,
 )
 from gateway.api.openapi import CHAT_BODY, described, inline_schema
-from gateway.cache.semantic.feedback import apply_verdict
 from gateway.errors import (
     AuthenticationFailed,
     GatewayError,
@@ -104,8 +103,8 @@ async def feedback(request: AnyRequest) -> Response[bytes]:
         body = msgspec.convert(decode_json_body(raw), FeedbackBody)
     except msgspec.ValidationError as exc:
         raise InvalidRequest(
-            f"Invalid feedback: {exc}. Send {{\"request_id\": \"<x-switchboard-request-id of the "
-            f"answer>\", \"verdict\": one of {', '.join(VERDICTS)}, \"comment\": optional}}."
+            f'Invalid feedback: {exc}. Send {{"request_id": "<x-switchboard-request-id of the '
+            f'answer>", "verdict": one of {", ".join(VERDICTS)}, "comment": optional}}.'
         ) from exc
     store = board.feedback
     if store is None:
@@ -134,6 +133,10 @@ async def feedback(request: AnyRequest) -> Response[bytes]:
     }
     semantic = board.semantic
     if semantic is not None:
+        # Imported here, not at module level: the semantic cache package imports numpy (~15 MiB
+        # of resident memory) and no tenant may use it; with a cache open it is loaded already.
+        from gateway.cache.semantic.feedback import apply_verdict
+
         # A wrong answer leaves the semantic cache at once (the entry it was served from, or
         # the one its answer created); "good" and "handoff" change nothing there.
         answer["invalidated"] = await anyio.to_thread.run_sync(

@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gateway.answers.matcher import Match
 from gateway.cache.key import uncacheable_reason
 from gateway.cache.stage import (
     CACHE_HEADER,
@@ -38,6 +37,11 @@ from gateway.pipeline.masking import last_user_text
 from gateway.pipeline.streaming import usage_body
 from gateway.tiers.base import Completion
 from gateway.usage import Usage
+
+if TYPE_CHECKING:
+    # The matcher imports numpy (~15 MiB of resident memory): imported by AnswersStage only once
+    # a tenant's answers are loaded, never in a gateway whose tenants have no `answers`.
+    from gateway.answers.matcher import Match
 
 ANSWERS_HEADER = "x-switchboard-answers"
 INTENT_HEADER = "x-switchboard-intent"
@@ -144,7 +148,8 @@ class AnswersStage:
         cfg = runtime.tenant(ctx.tenant).answers
         if cfg is None or not runtime.config.answers.enabled:
             return
-        loaded = runtime.answers.tenant(ctx.tenant)
+        approved_answers = runtime.answers
+        loaded = approved_answers.tenant(ctx.tenant) if approved_answers is not None else None
         if loaded is None:
             return
         headers = ctx.response_headers
@@ -167,6 +172,10 @@ class AnswersStage:
             why = prediction.refused or ("not in the file" if prediction.intent else "abstained")
             headers[ANSWERS_HEADER] = header_safe(f"abstained: {why}")
             return
+        # Here, not at module level (see the TYPE_CHECKING import): loaded already with the
+        # tenant's model, so this is a sys.modules look-up.
+        from gateway.answers.matcher import Match
+
         match = Match(
             tenant=ctx.tenant,
             intent=approved.intent,

@@ -30,12 +30,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
 
 from gateway.cache.key import is_personalised_request
-from gateway.cache.semantic import SemanticCache, SemanticPolicy
 from gateway.cache.stage import (
     CACHE_HEADER,
     CACHE_LAYER_HEADER,
@@ -46,7 +46,6 @@ from gateway.cache.stage import (
     entry_of,
 )
 from gateway.config import TIER_NAMES, GatewayConfig
-from gateway.embedder import Embedder
 from gateway.pipeline.answers import (
     CACHE_ROUTE,
     conversation,
@@ -57,8 +56,15 @@ from gateway.pipeline.answers import (
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.headers import header_safe
 from gateway.pipeline.masking import last_user_text
-from gateway.remote_embedder import EmbedderFailed
 from gateway.tiers.base import Completion
+
+if TYPE_CHECKING:
+    # Not at run time: the cache, its index and the embedders import numpy (~15 MiB of resident
+    # memory), which a gateway whose tenants do not use the semantic cache never needs. This
+    # module is imported by every pipeline (SemanticStage); the functions that need the cache
+    # import it when a tenant enables it.
+    from gateway.cache.semantic import SemanticCache, SemanticPolicy
+    from gateway.embedder import Embedder
 
 log = logging.getLogger("gateway.pipeline")
 
@@ -79,6 +85,8 @@ class SemanticSecretMissing(ValueError):
 def tenant_policies(config: GatewayConfig) -> dict[str, SemanticPolicy]:
     """The policy of every tenant that opted in: its overrides on the ``semantic_cache:``
     defaults."""
+    from gateway.cache.semantic import SemanticPolicy  # numpy: see the TYPE_CHECKING import
+
     base = config.semantic_cache
     out: dict[str, SemanticPolicy] = {}
     for tenant, tc in config.tenants.items():
@@ -183,6 +191,10 @@ class SemanticStage:
         if "no-cache" in directives:
             headers[SEMANTIC_HEADER] = "bypass: no-cache"
             return
+        # An active cache imported the embedders already: this is a sys.modules look-up (not at
+        # module level: numpy, see the TYPE_CHECKING import).
+        from gateway.remote_embedder import EmbedderFailed
+
         # Embedding, the index and (with Redis) the store's round trip: off the event loop.
         try:
             found = await anyio.to_thread.run_sync(
@@ -330,10 +342,17 @@ def build_semantic_cache(
     ``redis.key_prefix``), so every process serves what any stored. Policies and tenant keys are
     set by :meth:`SemanticCache.configure` from each runtime.
     """
-    from gateway.cache.semantic import DiskSemanticStore, RedisSemanticStore, SemanticStore
-
     if not needs_semantic_cache(config):
         return None
+    # Imported only now that a tenant uses the cache: it imports numpy (~15 MiB of resident
+    # memory), see the TYPE_CHECKING import.
+    from gateway.cache.semantic import (
+        DiskSemanticStore,
+        RedisSemanticStore,
+        SemanticCache,
+        SemanticStore,
+    )
+
     embedder = build_embedder(config, os.environ if env is None else env)
     namespace = _namespace(embedder)
     store: SemanticStore

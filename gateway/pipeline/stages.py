@@ -44,10 +44,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.budget import BudgetStore
-from gateway.cache.semantic import SemanticCache
 from gateway.cache.stage import CacheStage
 from gateway.cache.store import CacheStore
 from gateway.chat import parse_chat_request
@@ -74,6 +73,10 @@ from gateway.pipeline.streaming import counted_usage, usage_body
 from gateway.routing.policy import RouteRequest, decide
 from gateway.tiers.base import start_stream
 from gateway.usage import Usage
+
+if TYPE_CHECKING:
+    # Only an annotation here: the semantic cache imports numpy (~15 MiB of resident memory).
+    from gateway.cache.semantic import SemanticCache
 
 log = logging.getLogger("gateway.pipeline")
 

@@ -33,10 +33,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, cast
-
-import numpy as np
-import numpy.typing as npt
+from typing import Any, TypeVar, cast
 
 from gateway.routing.features import FEATURE_SET, NUMERIC_NAMES, extract, hashed_tokens
 
@@ -53,8 +50,7 @@ LAYOUT_FEATURES = (
     "stem_no_question",
 )
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
+_N = TypeVar("_N", int, float)
 # (numeric features, lexical strong term, lexical weak term) -> (score, gain)
 ScoreFn = Callable[[Sequence[float], float, float], tuple[float, float]]
 # ... -> (score, gain, slope strong, slope weak, each numeric feature's share of gain)
@@ -98,15 +94,23 @@ class DifficultyClassifier:
         n = len(NUMERIC_NAMES)
         mc = NUMERIC_NAMES.index(str(document.get("interaction", "multiple_choice")))
 
+        # The weights are read into plain lists, not numpy arrays: the classifier serves every
+        # request of the default configs, and importing numpy costs ~15 MiB of resident memory
+        # in a gateway whose tenants may use no numpy-backed feature (approved answers, the
+        # semantic cache). float()/int() convert as np.asarray(dtype=float64/int64) did.
         lin = document["linear"]
-        lin_w: FloatArray = np.asarray(lin["weights"], dtype=np.float64)
-        lin_b: FloatArray = np.asarray(lin["bias"], dtype=np.float64)
+        lin_w = _float_matrix(lin["weights"])
+        lin_b = _float_vector(lin["bias"])
         # explanations compare a prompt with training prompts of the same layout
-        means_mc: FloatArray = np.asarray(lin.get("means_mc", lin["means"]), np.float64)
-        means_plain: FloatArray = np.asarray(lin.get("means_plain", lin["means"]), np.float64)
-        if lin_w.shape != (2, 2 * n) or lin_b.shape != (2,):
+        means_mc = _float_vector(lin.get("means_mc", lin["means"]))
+        means_plain = _float_vector(lin.get("means_plain", lin["means"]))
+        if lin_w is None or len(lin_w) != 2 or any(len(row) != 2 * n for row in lin_w):
             raise ValueError(f"{source}: linear weights have the wrong shape")
-        if means_mc.shape != (2 * n,) or means_plain.shape != (2 * n,):
+        if lin_b is None or len(lin_b) != 2:
+            raise ValueError(f"{source}: linear weights have the wrong shape")
+        if means_mc is None or means_plain is None:
+            raise ValueError(f"{source}: linear means have the wrong shape")
+        if len(means_mc) != 2 * n or len(means_plain) != 2 * n:
             raise ValueError(f"{source}: linear means have the wrong shape")
 
         hashed = document.get("hashed")
@@ -119,33 +123,33 @@ class DifficultyClassifier:
 
         trees = document["trees"]
         depth = int(trees["depth"])
-        tree_base: FloatArray = np.asarray(trees["base"], dtype=np.float64)
+        tree_base = [float(v) for v in trees["base"]]
         internal = (1 << depth) - 1
         n_trees = len(trees["model"])
-        feature = np.asarray(trees["feature"], dtype=np.int64).reshape(n_trees, internal)
-        threshold = np.asarray(trees["threshold"], dtype=np.float64).reshape(feature.shape)
-        value = np.asarray(trees["value"], dtype=np.float64).reshape(n_trees, 2 * internal + 1)
-        model = np.asarray(trees["model"], dtype=np.int64)
-        if n_trees and (feature.min() < 0 or feature.max() >= n):
+        feature = _reshape(trees["feature"], n_trees, internal, int)
+        threshold = _reshape(trees["threshold"], n_trees, internal, float)
+        value = _reshape(trees["value"], n_trees, 2 * internal + 1, float)
+        model = [int(v) for v in trees["model"]]
+        if n_trees and any(f < 0 or f >= n for row in feature for f in row):
             raise ValueError(f"{source}: a tree splits on an unknown feature")
-        if n_trees and (model.min() < 0 or model.max() > 1):
+        if n_trees and any(m < 0 or m > 1 for m in model):
             raise ValueError(f"{source}: a tree belongs to neither model (0 strong, 1 weak)")
         blend = float(document.get("blend", 0.5))
         cal = document.get("calibration", {"a": 1.0, "b": 0.0})
         spec = _ModelSpec(
             n=n,
             mc=mc,
-            weights=(lin_w[0].tolist(), lin_w[1].tolist()),
-            bias=(float(lin_b[0]), float(lin_b[1])),
-            means_mc=means_mc.tolist(),
-            means_plain=means_plain.tolist(),
+            weights=(lin_w[0], lin_w[1]),
+            bias=(lin_b[0], lin_b[1]),
+            means_mc=means_mc,
+            means_plain=means_plain,
             layout=tuple(NUMERIC_NAMES.index(f) for f in LAYOUT_FEATURES),
             depth=depth,
-            tree_base=(float(tree_base[0]), float(tree_base[1])) if n_trees else (0.0, 0.0),
-            tree_model=model.tolist(),
-            tree_feature=feature.tolist(),
-            tree_threshold=threshold.tolist(),
-            tree_value=value.tolist(),
+            tree_base=(tree_base[0], tree_base[1]) if n_trees else (0.0, 0.0),
+            tree_model=model,
+            tree_feature=feature,
+            tree_threshold=threshold,
+            tree_value=value,
             blend=blend,
             cal_a=float(cal["a"]),
             cal_b=float(cal["b"]),
@@ -214,6 +218,50 @@ class DifficultyClassifier:
             picked.sort(key=lambda item: -abs(item[1]))
         top_features = tuple((name, round(v, 4)) for name, v in picked[:top] if v != 0.0)
         return Scored(score, top_features, gain)
+
+
+# --- reading the weights (plain Python: see DifficultyClassifier.__init__) ------------------------
+
+
+def _float_vector(values: Any) -> list[float] | None:
+    """A flat list of numbers as floats; None when an entry is itself a list (wrong shape)."""
+    if any(isinstance(v, list | tuple) for v in values):
+        return None
+    return [float(v) for v in values]
+
+
+def _float_matrix(rows: Any) -> list[list[float]] | None:
+    """A list of flat lists of numbers as floats; None when it is not two-dimensional."""
+    out: list[list[float]] = []
+    for row in rows:
+        if not isinstance(row, list | tuple):
+            return None
+        vector = _float_vector(row)
+        if vector is None:
+            return None
+        out.append(vector)
+    return out
+
+
+def _reshape(values: Any, rows: int, cols: int, kind: Callable[[Any], _N]) -> list[list[_N]]:
+    """``values`` (flat, or one list per row) as ``rows`` lists of ``cols`` numbers of ``kind``.
+
+    What ``np.asarray(values, dtype).reshape(rows, cols).tolist()`` gave, with its errors: a
+    ragged nesting, or a number of entries that does not fit the shape.
+    """
+    nested = [isinstance(v, list | tuple) for v in values]
+    flat: list[_N] = []
+    if any(nested):
+        widths = {len(v) for v in values} if all(nested) else set()
+        if len(widths) != 1 or any(isinstance(x, list | tuple) for v in values for x in v):
+            raise ValueError("the weights have an inhomogeneous shape")
+        for v in values:
+            flat.extend(kind(x) for x in v)
+    else:
+        flat = [kind(v) for v in values]
+    if len(flat) != rows * cols:
+        raise ValueError(f"cannot reshape array of size {len(flat)} into shape ({rows},{cols})")
+    return [flat[r * cols : (r + 1) * cols] for r in range(rows)]
 
 
 # --- compiling the weights ----------------------------------------------------------------------

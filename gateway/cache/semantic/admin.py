@@ -15,10 +15,9 @@ from typing import Any
 import msgspec
 
 from gateway.cache.semantic.cache import SemanticCache
+from gateway.semantic_config import MAX_ADMIN_PAGE as MAX_PAGE
 
 __all__ = ["EntryPage", "list_entries"]
-
-MAX_PAGE = 500
 
 
 class _Answer(msgspec.Struct):
