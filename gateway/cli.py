@@ -229,6 +229,9 @@ def _serve(args: argparse.Namespace) -> int:
 
         serve_workers(settings, args.workers, args.log_level)
         return 0
+    from gateway.serving_gc import tune_gc_for_serving
+
+    tune_gc_for_serving()
     uvicorn.run(
         app,
         host=settings.host,

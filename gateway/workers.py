@@ -81,8 +81,11 @@ def prepare_shared_state(settings: Settings) -> None:
 def app_from_env() -> Litestar:
     """The app of one worker: settings from the environment the parent set (uvicorn factory)."""
     from gateway.app import create_app
+    from gateway.serving_gc import tune_gc_for_serving
 
-    return create_app(Settings.from_env())
+    app = create_app(Settings.from_env())
+    tune_gc_for_serving()
+    return app
 
 
 def logging_config(level: str) -> dict[str, Any]:
