@@ -61,32 +61,52 @@ def _zone(zone: tzinfo | str) -> tzinfo:
     return ZoneInfo(zone) if isinstance(zone, str) else zone
 
 
+# The last period computed per (kind, zone): every request of a limited tenant needs its day and
+# month, and they change once a day; a check of two instants is cheaper than zoneinfo arithmetic.
+_recent: dict[tuple[PeriodKind, tzinfo | str], Period] = {}
+
+
+def _recent_period(kind: PeriodKind, zone: tzinfo | str, now: datetime) -> Period | None:
+    period = _recent.get((kind, zone))
+    if period is not None and period.start <= _aware(now) < period.end:
+        return period
+    return None
+
+
 def day_period(zone: tzinfo | str, now: datetime) -> Period:
     """The local calendar day containing ``now`` in ``zone`` (an IANA name or a tzinfo)."""
+    recent = _recent_period("day", zone, now)
+    if recent is not None:
+        return recent
     tz = _zone(zone)
     today = _aware(now).astimezone(tz).date()
-    return Period(
+    period = _recent[("day", zone)] = Period(
         kind="day",
         id=today.isoformat(),
         start=_start_of(today, tz),
         end=_start_of(today + timedelta(days=1), tz),
     )
+    return period
 
 
 def month_period(zone: tzinfo | str, now: datetime) -> Period:
     """The local calendar month containing ``now`` in ``zone``."""
+    recent = _recent_period("month", zone, now)
+    if recent is not None:
+        return recent
     tz = _zone(zone)
     today = _aware(now).astimezone(tz).date()
     first = today.replace(day=1)
     following = (
         date(first.year + 1, 1, 1) if first.month == 12 else first.replace(month=first.month + 1)
     )
-    return Period(
+    period = _recent[("month", zone)] = Period(
         kind="month",
         id=f"{first.year:04d}-{first.month:02d}",
         start=_start_of(first, tz),
         end=_start_of(following, tz),
     )
+    return period
 
 
 def current_period(kind: PeriodKind, zone: tzinfo | str, now: datetime) -> Period:
