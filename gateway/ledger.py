@@ -466,9 +466,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 _BATCH_SIZE = 500
 _LINGER_S = 0.02
-# The writer checkpoints the WAL after this many commits on the loop (about 1,000 pages of WAL
-# at a record or two per commit: SQLite's own default interval).
-_CHECKPOINT_EVERY = 500
 _PAGE_SIZE = 1000
 _RETRY_FIRST_DELAY = 0.05
 _RETRY_MAX_DELAY = 5.0
@@ -593,8 +590,6 @@ class _Barrier:
     stop: bool = False
     # Called from the writer thread after ``done`` is set (``when_committed``).
     notify: Callable[[], None] | None = None
-    # Also checkpoint the WAL (the loop's connection never does: a checkpoint syncs the disk).
-    checkpoint: bool = False
 
 
 # A record committed on the loop and the future its request awaits.
@@ -626,7 +621,6 @@ class SqliteLedger:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._inline: sqlite3.Connection | None = None
-        self._inline_commits = 0
 
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -748,11 +742,6 @@ class SqliteLedger:
                 for _, done in pending:
                     if not done.done():
                         done.set_result(None)
-                self._inline_commits += 1
-                if self._inline_commits % _CHECKPOINT_EVERY == 0:
-                    with self._state_lock:
-                        if not self._closed:
-                            self._queue.put(_Barrier(threading.Event(), checkpoint=True))
                 return
         assert self._loop is not None
         self._hand_over(pending, self._loop)
@@ -797,11 +786,13 @@ class SqliteLedger:
         if self._inline is None:
             try:
                 conn = sqlite3.connect(self.path, isolation_level=None)
-                # Never wait for a lock on the loop (the writer thread waits instead), and never
-                # checkpoint there: a checkpoint syncs the disk (the writer does it, see below).
+                # Never wait for a lock on the loop (the writer thread waits instead). SQLite's
+                # own checkpoint every 1,000 pages of WAL (about 300 commits) runs here, a few
+                # ms on the loop: run from another thread while the loop keeps committing, a
+                # passive checkpoint never catches up and the WAL grows without end (500 MB
+                # after 70k requests), and a blocking one costs more (docs/benchmarks.md).
                 conn.execute("PRAGMA busy_timeout=0")
                 conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute("PRAGMA wal_autocheckpoint=0")
             except sqlite3.Error as exc:
                 logger.warning("ledger %s: no connection on the event loop: %s", self.path, exc)
                 return None
@@ -891,11 +882,6 @@ class SqliteLedger:
                     self._last_error,
                 )
                 return
-            if any(b.checkpoint for b in barriers):
-                try:
-                    self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                except sqlite3.Error as exc:
-                    logger.warning("ledger %s: WAL checkpoint failed: %s", self.path, exc)
             for barrier in barriers:
                 barrier.done.set()
                 if barrier.notify is not None:

@@ -213,6 +213,9 @@ class SqliteBudgetStore:
             conn = sqlite3.connect(self.path, isolation_level=None)
             conn.execute("PRAGMA busy_timeout=0")
             conn.execute("PRAGMA synchronous=NORMAL")
+            # SQLite's own checkpoint (every 1,000 pages of WAL) runs on this connection, a
+            # few ms now and then: from the store's thread, with the loop writing all the
+            # time, a passive one never catches up and the WAL grows without end.
         except sqlite3.Error:
             log.debug("budget store: no connection on the event loop", exc_info=True)
             return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
@@ -84,3 +85,48 @@ def test_failing_while_the_file_is_locked_and_not_once_the_lock_is_gone(
         holder.close()
     assert not ledger.failing
     assert _ids_seen_by_another_connection(ledger.path) == ["locked-out"]
+
+
+# -- commit_soon: the request path's commit on the event loop ---------------------------------
+
+
+async def test_commit_soon_resolves_once_the_record_is_visible_to_another_connection(
+    ledger: SqliteLedger,
+) -> None:
+    first = ledger.commit_soon(make_record(request_id="a"))
+    second = ledger.commit_soon(make_record(request_id="b"))
+    assert not first.done()  # committed right after this loop iteration, both in one transaction
+    await asyncio.wait_for(asyncio.gather(first, second), 10)
+    assert _ids_seen_by_another_connection(ledger.path) == ["a", "b"]
+
+
+async def test_commit_soon_hands_records_to_the_writer_while_the_file_is_locked(
+    ledger: SqliteLedger,
+) -> None:
+    holder = sqlite3.connect(ledger.path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another process writing: the loop cannot commit
+        done = ledger.commit_soon(make_record(request_id="waits"))
+        await asyncio.sleep(0.3)
+        assert not done.done()  # queued for the writer, which keeps retrying
+        holder.execute("ROLLBACK")
+        await asyncio.wait_for(done, 10)
+    finally:
+        holder.close()
+    assert _ids_seen_by_another_connection(ledger.path) == ["waits"]
+
+
+async def test_commits_on_the_loop_keep_the_wal_bounded(ledger: SqliteLedger) -> None:
+    # A record a commit writes 3 to 4 pages: 3,000 unbounded would leave a ~40 MB WAL file.
+    for i in range(3000):
+        await ledger.commit_soon(make_record(request_id=f"r{i}"))
+    wal = ledger.path.with_name(ledger.path.name + "-wal")
+    assert wal.stat().st_size < 8 * 1024 * 1024
+    assert len(_ids_seen_by_another_connection(ledger.path)) == 3000
+
+
+async def test_flush_covers_records_still_waiting_for_the_loop(ledger: SqliteLedger) -> None:
+    done = ledger.commit_soon(make_record(request_id="pending"))
+    ledger.flush()  # before the loop ran its commit: flush hands it to the writer and waits
+    assert _ids_seen_by_another_connection(ledger.path) == ["pending"]
+    await asyncio.wait_for(done, 10)
