@@ -80,7 +80,8 @@ TARGETS = {
     "litellm_ratio": 20.0,
     "cache_hit_p50_ms": 0.5,
     "ttft_added_ms": 1.0,
-    "rss_mib": 150.0,
+    # The issue says MB: 150 * 10^6 bytes = 143.1 MiB (the RSS table is in MiB).
+    "rss_mb": 150.0,
     "rss_flat_share": 0.10,
     "ready_s": 2.0,
 }
@@ -522,8 +523,11 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
         met["streaming TTFT added ≤ 1 ms"] = (v, v <= TARGETS["ttft_added_ms"])
     rss = (report.get("rss") or {}).get("gateway") or {}
     if "after_warmup_mib" in rss:
-        peak = max(v for k, v in rss.items() if k.endswith("_mib"))
-        met["RSS ≤ 150 MB"] = (peak, peak <= TARGETS["rss_mib"])
+        peak_mb = max(v for k, v in rss.items() if k.endswith("_mib")) * 1.048576
+        met["RSS ≤ 150 MB (10^6 bytes; the table is in MiB)"] = (
+            peak_mb,
+            peak_mb <= TARGETS["rss_mb"],
+        )
         if "after_10000_mib" in rss and "after_100000_mib" in rss:
             share = rss["after_100000_mib"] / rss["after_10000_mib"] - 1
             met["RSS flat (±10%) from 10k to 100k requests"] = (
