@@ -16,12 +16,11 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from gateway.budget import BudgetStore, RedisBudgetStore, SqliteBudgetStore, reap_periodically
+from gateway.budget import BudgetStore, SqliteBudgetStore, reap_periodically
 from gateway.cache.stage import CacheStage
 from gateway.cache.store import CacheStore
 from gateway.config import GatewayConfig
 from gateway.feedback import FeedbackStore
-from gateway.ledger_stream import LedgerRelay
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.core import Pipeline
 from gateway.pipeline.semantic import (
@@ -36,8 +35,10 @@ from gateway.settings import BUDGET_FILE
 from gateway.telemetry import ObserveStage, Telemetry
 
 if TYPE_CHECKING:
-    # Only an annotation here: the semantic cache imports numpy (~15 MiB of resident memory).
+    # Only annotations here: the semantic cache imports numpy (~15 MiB of resident memory), and
+    # ledger_stream the redis package (~6 MiB), which only state: redis needs.
     from gateway.cache.semantic import SemanticCache
+    from gateway.ledger_stream import LedgerRelay
     from gateway.reload import ConfigReloader
 
 log = logging.getLogger("gateway")
@@ -62,6 +63,9 @@ def build_budget_store(config: GatewayConfig, data_dir: Path) -> BudgetStore | N
     if not needs_budget_store(config):
         return None
     if config.state == "redis":
+        # Imported only for state: redis: the redis package costs ~6 MiB of resident memory.
+        from gateway.budget.redis_store import RedisBudgetStore
+
         # 2 s, not the store's 0.5 s default: a loaded event loop (a burst of requests) can lag
         # that long, and one timeout makes the store refuse every request for a second.
         return RedisBudgetStore(config.redis.url, config.redis.key_prefix, timeout_s=2.0)
@@ -229,7 +233,10 @@ class Switchboard:
 
 
 def build_ledger_relay(config: GatewayConfig, ledger_path: Path) -> LedgerRelay:
+    # Imported here, for state: redis only: the redis package costs ~6 MiB of resident memory.
     import redis
+
+    from gateway.ledger_stream import LedgerRelay
 
     client = redis.Redis.from_url(config.redis.url, socket_timeout=2, socket_connect_timeout=2)
     return LedgerRelay(ledger_path, client, config.redis.key_prefix)

@@ -11,6 +11,8 @@ Backends: ``SqliteBudgetStore`` (embedded) and ``RedisBudgetStore`` (shared), on
 (``BudgetStore``). Nothing here imports the HTTP layer.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from gateway.budget.config import (
     BudgetConfig,
     HardAction,
@@ -21,7 +23,6 @@ from gateway.budget.config import (
     SoftAction,
 )
 from gateway.budget.periods import Period, PeriodKind, current_period, day_period, month_period
-from gateway.budget.redis_store import RedisBudgetStore
 from gateway.budget.scopes import (
     RateUnit,
     budget_scopes,
@@ -42,6 +43,9 @@ from gateway.budget.store import (
     ScopeState,
     reap_periodically,
 )
+
+if TYPE_CHECKING:
+    from gateway.budget.redis_store import RedisBudgetStore
 
 __all__ = [
     "BudgetBackendError",
@@ -74,3 +78,13 @@ __all__ = [
     "rate_counter_key",
     "retry_after_s",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # RedisBudgetStore is imported on first use only (state: redis): the redis package costs
+    # ~6 MiB of resident memory, which a gateway with state: embedded should not pay.
+    if name == "RedisBudgetStore":
+        from gateway.budget.redis_store import RedisBudgetStore
+
+        return RedisBudgetStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -170,6 +170,8 @@ _REAP_BATCH = 200
 class RedisBudgetStore:
     """Budget counters, reservations and rate windows in Redis under ``key_prefix``."""
 
+    backend_name = "Redis"
+
     def __init__(
         self,
         url: str,

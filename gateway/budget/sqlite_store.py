@@ -116,6 +116,8 @@ class SqliteBudgetStore:
     another process's write lock before it fails with ``BudgetBackendError``.
     """
 
+    backend_name = "SQLite"
+
     def __init__(
         self,
         path: Path | str,

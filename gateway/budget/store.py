@@ -202,6 +202,10 @@ class BudgetStore(Protocol):
     unreachable or fails, and nothing else for backend trouble.
     """
 
+    # For messages ("Redis", "SQLite"): callers name the backend without importing its class
+    # (importing RedisBudgetStore imports the redis package, ~6 MiB of resident memory).
+    backend_name: str
+
     async def reserve(
         self,
         reservation_id: str,

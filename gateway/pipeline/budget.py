@@ -45,7 +45,6 @@ from gateway.budget import (
     RateLimitsConfig,
     RateResult,
     RateUnit,
-    RedisBudgetStore,
     ReserveResult,
     Scope,
     ScopeState,
@@ -166,7 +165,7 @@ def _resets(scope: Scope, zone: str) -> str:
 
 
 def _store_name(store: BudgetStore | None) -> str:
-    return "Redis" if isinstance(store, RedisBudgetStore) else "SQLite"
+    return "SQLite" if store is None else store.backend_name
 
 
 def _duration(seconds: float) -> str:

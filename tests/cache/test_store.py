@@ -13,7 +13,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from gateway.cache.store import CacheStore, DiskCacheStore, RedisStore
+from gateway.cache.redis_store import RedisStore
+from gateway.cache.store import CacheStore, DiskCacheStore
 from tests.support.mock_upstream import free_port
 
 REDIS_URL = "redis://127.0.0.1:6379/15"

@@ -4,6 +4,8 @@ numpy (and what imports it: the answers matcher and model, the embedders, the se
 costs ~15 MiB of resident memory per process; the default configs need none of it. A fresh
 interpreter is the only place to check this: the test process has imported everything already.
 
+Likewise a gateway with ``state: embedded`` never imports the redis package (~6 MiB).
+
 A config WITH approved answers is not checked here: it needs a model trained with scikit-learn
 (``gateway answers train``); tests/api/test_answer_layers.py covers that path.
 """
@@ -66,6 +68,25 @@ FEATURE_MODULES = (
 )
 
 
+def _run_fresh(code: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "UPSTREAM_BASE_URL": "http://127.0.0.1:9/v1",
+        "SMALL_MODEL": "small-model",
+        "LARGE_MODEL": "large-model",
+        "DEMO_API_KEY": "sk-lazy-imports-test",
+    }
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def test_app_without_answer_layers_imports_no_numpy(tmp_path: Path) -> None:
     config = tmp_path / "gateway.yaml"
     config.write_text(CONFIG)
@@ -93,20 +114,56 @@ def test_app_without_answer_layers_imports_no_numpy(tmp_path: Path) -> None:
         assert not features, features
         """
     )
-    env = {
-        **os.environ,
-        "UPSTREAM_BASE_URL": "http://127.0.0.1:9/v1",
-        "SMALL_MODEL": "small-model",
-        "LARGE_MODEL": "large-model",
-        "DEMO_API_KEY": "sk-lazy-imports-test",
-    }
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    result = _run_fresh(code)
+    assert result.returncode == 0, result.stderr
+
+
+# The redis package costs ~6 MiB of resident memory; only state: redis needs it. The tenant has a
+# budget and rate limits, so the embedded budget store is built and the budget stage is on too
+# (as in bench/configs/gateway.yaml).
+BUDGET_TENANT = """\
+    budget:
+      daily_limit: 1000
+      monthly_limit: 10000
+    rate_limits:
+      per_key: { requests_per_minute: 1000 }
+"""
+REDIS_MODULES = ("gateway.budget.redis_store", "gateway.cache.redis_store", "gateway.ledger_stream")
+
+
+def test_embedded_state_imports_no_redis(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(CONFIG + BUDGET_TENANT)
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+
+        from gateway.app import create_app
+        from gateway.budget import SqliteBudgetStore
+        from gateway.cache import DiskCacheStore
+        from gateway.settings import Settings
+
+        settings = Settings.from_env(
+            config_path=Path({str(config)!r}), data_dir=Path({str(tmp_path / "data")!r})
+        )
+        app = create_app(settings)
+        board = app.state.switchboard
+        assert isinstance(board.budget_store, SqliteBudgetStore), board.budget_store
+        assert isinstance(board.cache_store, DiskCacheStore), board.cache_store
+        assert board.ledger_relay is None, board.ledger_relay
+        loaded = [m for m in sys.modules if m.split(".")[0] == "redis"]
+        assert not loaded, loaded[:10]
+        gateway_redis = [m for m in sys.modules if m in {REDIS_MODULES!r}]
+        assert not gateway_redis, gateway_redis
+        # the lazy re-exports still work, and import redis only then
+        from gateway.budget import RedisBudgetStore
+        from gateway.cache import RedisStore
+
+        assert RedisBudgetStore.backend_name == "Redis"
+        assert RedisStore.__module__ == "gateway.cache.redis_store"
+        assert "redis" in sys.modules
+        """
     )
+    result = _run_fresh(code)
     assert result.returncode == 0, result.stderr
