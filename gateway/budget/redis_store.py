@@ -35,9 +35,6 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -56,6 +53,7 @@ from gateway.budget.store import (
     unique_keys,
     window_bounds,
 )
+from gateway.redis_pool import bounded_client
 
 __all__ = ["RedisBudgetStore"]
 
@@ -191,17 +189,9 @@ class RedisBudgetStore:
         self._tombstone_s = tombstone_s
         self._retry_after_s = retry_after_s
         self._down_until = 0.0
-        # A bounded pool that makes a burst wait for a free connection (up to pool_timeout_s)
-        # rather than open one per request, or fail once redis-py's default cap is reached.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=pool_timeout_s,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),
+        self._client = bounded_client(
+            url, max_connections=max_connections, pool_timeout_s=pool_timeout_s, timeout_s=timeout_s
         )
-        self._client = aioredis.Redis.from_pool(pool)
         # Registered once; redis-py sends EVALSHA and falls back to EVAL after a server restart.
         self._reserve = self._client.register_script(_RESERVE)
         self._finish = self._client.register_script(_FINISH)

@@ -10,11 +10,10 @@ from __future__ import annotations
 import logging
 import time
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+
+from gateway.redis_pool import bounded_client
 
 # The same logger as the embedded backend's: one name for every cache failure.
 log = logging.getLogger("gateway.cache")
@@ -76,18 +75,9 @@ class RedisStore:
         self._max_entries = max_entries
         self._retry_after_s = retry_after_s
         self._down_until = 0.0
-        # A bounded pool: a burst waits (up to pool_timeout_s, then a miss) for a free
-        # connection rather than opening one per request, or failing once redis-py's default
-        # cap of 2**31 connections meets the server's maxclients.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=pool_timeout_s,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),
+        self._client = bounded_client(
+            url, max_connections=max_connections, pool_timeout_s=pool_timeout_s, timeout_s=timeout_s
         )
-        self._client = aioredis.Redis.from_pool(pool)
         self._set_bounded = self._client.register_script(_SET_BOUNDED)
 
     def _key(self, key: str) -> str:
