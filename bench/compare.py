@@ -22,7 +22,7 @@ Runs, in this order (``bench/README.md`` explains each):
 1. time from process start to ready (gateway: ``/readyz`` 200, several starts; LiteLLM:
    ``/health/readiness`` 200);
 2. resident memory (RSS) after start, after a warm-up and after 10k and 100k requests;
-3. fixed connection counts (default 1 and 50): req/s, p50 / p99 and what each server adds over
+3. fixed connection counts (default 1, 10, 50 and 200): req/s, p50 / p99 and what each server adds over
    direct, CPU per request;
 4. streaming time to first byte at 1 connection;
 5. the highest req/s with p99 ≤ 50 ms: connections doubled from 1 until p99 passes the limit;
@@ -685,7 +685,9 @@ def render(report: dict[str, Any]) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench/compare.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--connections", type=oh._parse_connections, default=[1, 50], metavar="N,N")
+    p.add_argument(
+        "--connections", type=oh._parse_connections, default=[1, 10, 50, 200], metavar="N,N"
+    )
     p.add_argument("--duration", type=float, default=10.0, help="measured seconds per run")
     p.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before a run")
     p.add_argument(
@@ -727,7 +729,7 @@ def _parser() -> argparse.ArgumentParser:
         help="short runs for a busy machine: 3 s runs, 1 s warm-up, RSS at 10k only, "
         "2 starts, no waiting",
     )
-    p.add_argument("--max-minutes", type=float, default=20.0, help="overall deadline")
+    p.add_argument("--max-minutes", type=float, default=25.0, help="overall deadline")
     p.add_argument("--config", type=Path, default=GATEWAY_CONFIG)
     venv = ROOT / ".venv" / "bin"
     p.add_argument("--python", default=str(venv / "python"))
