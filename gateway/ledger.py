@@ -573,13 +573,21 @@ def _raw_where(
     """Raw records of ``tenants`` in ``[since, until)`` whose column ``present`` is set."""
     where, params = _tenant_where(tenants)
     where += f" AND {present} IS NOT NULL"
+    return where + _range_where("ts_us", since, until, params), params
+
+
+def _range_where(
+    column: str, since: datetime | None, until: datetime | None, params: list[Any]
+) -> str:
+    """`` AND column >= ? AND column < ?`` for the bounds given; their values join ``params``."""
+    where = ""
     if since is not None:
-        where += " AND ts_us >= ?"
+        where += f" AND {column} >= ?"
         params.append(_to_us(since))
     if until is not None:
-        where += " AND ts_us < ?"
+        where += f" AND {column} < ?"
         params.append(_to_us(until))
-    return where, params
+    return where
 
 
 @dataclass(slots=True)
@@ -1048,12 +1056,7 @@ class SqliteLedger:
     ) -> list[SummaryRow]:
         """Rolled-up days whose first instant is in ``[since, until)``, summed per ``columns``."""
         where, params = _tenant_where(tenants)
-        if since is not None:
-            where += " AND start_us >= ?"
-            params.append(_to_us(since))
-        if until is not None:
-            where += " AND start_us < ?"
-            params.append(_to_us(until))
+        where += _range_where("start_us", since, until, params)
         expressions = {c: c for c in SPEND_COLUMNS}
         return self._spend(expressions, "daily_aggregates", where, params, columns, _ROLLED_SUMS)
 
@@ -1080,13 +1083,7 @@ class SqliteLedger:
             ("daily_cascade", "start_us", _CASCADE_ROLLED_SUMS),
         ):
             where, params = _tenant_where(tenants)
-            where += " AND cascade IS NOT NULL"
-            if since is not None:
-                where += f" AND {column} >= ?"
-                params.append(_to_us(since))
-            if until is not None:
-                where += f" AND {column} < ?"
-                params.append(_to_us(until))
+            where += " AND cascade IS NOT NULL" + _range_where(column, since, until, params)
             rows += self._spend(expressions, table, where, params, ["cascade"], sums)
         return rows
 
